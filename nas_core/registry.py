@@ -1,0 +1,68 @@
+"""One registry per kind of component: name -> factory, plus the factory's options class.
+
+Plugins never touch a registry directly: they receive its ``register`` callback from a
+``nas_register_*`` hook, so the core owns naming and conflict checks.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import attrs
+
+from nas_core.errors import PluginError, UnknownNameError
+
+
+@attrs.frozen
+class Entry:
+    """A registered component: how to build it and which options it accepts."""
+
+    name: str
+    factory: Callable[..., Any]
+    options: type | None  # an attrs class; None means the component takes no options
+    plugin: str  # the plugin that registered it
+    doc: str = ""
+
+
+class Registry:
+    """Components of one kind (search spaces, relaxations, ...), keyed by name."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry] = {}
+
+    def add(self, name: str, factory: Callable[..., Any], *, options: type | None = None,
+            plugin: str = "?", doc: str | None = None, force: bool = False) -> None:
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {plugin!r} registered a {self.kind} with an invalid name {name!r}")
+        if options is not None and not attrs.has(options):
+            raise PluginError(f"plugin {plugin!r}: options of {self.kind} {name!r} must be an attrs class")
+        if name in self._entries and not force:
+            first = self._entries[name].plugin
+            raise PluginError(
+                f"{self.kind} {name!r} is registered twice: by plugin {first!r} and by plugin {plugin!r}"
+            )
+        if doc is None:
+            doc = (getattr(factory, "__doc__", None) or "").strip().splitlines()[0:1]
+            doc = doc[0] if doc else ""
+        self._entries[name] = Entry(name, factory, options, plugin, doc)
+
+    def get(self, name: str) -> Entry:
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownNameError(self.kind, name, self._entries) from None
+
+    def names(self, pattern: str = "*") -> list[str]:
+        return sorted(n for n in self._entries if fnmatch.fnmatch(n, pattern))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[Entry]:
+        return iter(self._entries[n] for n in sorted(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -1,0 +1,53 @@
+"""The run directory and what lifecycle hooks learn about a run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pluggy
+
+from nas_core.config import Config
+from nas_core.interfaces import ArchSpec
+
+CONFIG_FILE = "config.yaml"
+CHECKPOINT_FILE = "checkpoint.pt"
+GENOTYPE_FILE = "genotype.json"
+LOG_FILE = "log.txt"
+TENSORBOARD_DIR = "tb"
+
+
+@attrs.define
+class RunInfo:
+    """Passed to every lifecycle hook."""
+
+    dir: Path
+    config: Config
+    spec: ArchSpec
+    plugin_manager: pluggy.PluginManager
+    phase: str = "search"
+    start_epoch: int = 0  # the next epoch to run (> 0 when resumed)
+    extra: dict[str, Any] = attrs.Factory(dict)  # per-run values plugins share (e.g. paths)
+
+
+def default_run_dir(root: Path, config: Config) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = root / f"{config.space.name}-{config.optimizer.name}-{config.dataset.name}-seed{config.seed}-{stamp}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def attach_log_file(run_dir: Path) -> logging.Handler:
+    """Log the ``nas`` logger to the run's log file (appending across resumes)."""
+    handler = logging.FileHandler(run_dir / LOG_FILE)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger = logging.getLogger("nas")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return handler

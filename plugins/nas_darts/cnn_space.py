@@ -1,0 +1,202 @@
+"""The DARTS CNN search space (DARTS.md sections 1, 2 and 9): cells of 2 input nodes, N
+intermediate nodes and a concatenated output, stacked with reduction cells at 1/3 and 2/3."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import attrs
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nas_core.errors import GenotypeError
+from nas_core.genotype import Cell, Genotype
+from nas_core.interfaces import ArchSpec, DataInfo, SearchSpace, Supernet
+from nas_darts.ops import CNN_OPS, FactorizedReduce, PreActivated, make_op, relu_conv_bn
+
+NUM_INPUTS = 2
+CELL_TYPES = ("normal", "reduce")
+
+
+def _check_ops(_: object, attribute: attrs.Attribute, ops: tuple[str, ...]) -> None:
+    unknown = [o for o in ops if o not in CNN_OPS]
+    if unknown:
+        raise ValueError(f"space.ops: unknown ops {unknown}; valid ops: {', '.join(CNN_OPS)}")
+    if not [o for o in ops if o != "none"] or len(set(ops)) != len(ops):
+        raise ValueError("space.ops: needs distinct ops, at least one of them not 'none'")
+
+
+@attrs.frozen
+class DartsCnnOptions:
+    cells: int = attrs.field(default=8, validator=attrs.validators.ge(1))
+    channels: int = attrs.field(default=16, validator=attrs.validators.ge(2))  # C of the first cell
+    nodes: int = attrs.field(default=4, validator=attrs.validators.ge(1))  # intermediate nodes per cell
+    stem_multiplier: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    ops: tuple[str, ...] = attrs.field(default=CNN_OPS, validator=_check_ops)
+
+
+def reduction_layers(cells: int) -> set[int]:
+    return {cells // 3, 2 * cells // 3}
+
+
+def cell_edges(nodes: int) -> tuple[tuple[int, int], ...]:
+    """(src, dst) for every edge, node by node: the row order of alpha in DARTS."""
+    return tuple((src, NUM_INPUTS + j) for j in range(nodes) for src in range(NUM_INPUTS + j))
+
+
+def _preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: bool) -> tuple[nn.Module, nn.Module]:
+    pre0 = FactorizedReduce(c_pp, c, affine) if reduction_prev else relu_conv_bn(c_pp, c, 1, 1, 0, affine)
+    return pre0, relu_conv_bn(c_p, c, 1, 1, 0, affine)
+
+
+class MixedEdge(nn.Module):
+    """All candidate ops of one edge, mixed by a weight vector. The zero op is not computed."""
+
+    def __init__(self, ops: tuple[str, ...], channels: int, stride: int):
+        super().__init__()
+        live = [(col, name) for col, name in enumerate(ops) if name != "none"]
+        self.columns = [col for col, _ in live]
+        self.ops = nn.ModuleList(make_op(name, channels, stride, affine=False, search=True) for _, name in live)
+        self.preactivated = [isinstance(op, PreActivated) for op in self.ops]
+
+    def forward(self, x: Tensor, relu_x: Tensor, weights: Tensor) -> Tensor:
+        out = None
+        for col, op, pre in zip(self.columns, self.ops, self.preactivated):
+            term = weights[col] * (op.body(relu_x) if pre else op(x))
+            out = term if out is None else out + term
+        return out
+
+
+class SearchCell(nn.Module):
+    def __init__(self, opts: DartsCnnOptions, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
+        super().__init__()
+        self.reduction = reduction
+        self.nodes = opts.nodes
+        self.pre0, self.pre1 = _preprocess(c_pp, c_p, c, reduction_prev, affine=False)
+        self.edges = nn.ModuleList(
+            MixedEdge(opts.ops, c, 2 if reduction and src < NUM_INPUTS else 1) for src, _ in cell_edges(opts.nodes))
+
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+        states = [self.pre0(s0), self.pre1(s1)]
+        relus = [F.relu(s) for s in states]  # shared by every conv op reading the node
+        row = 0
+        for j in range(self.nodes):
+            node = None
+            for x, rx in zip(states, relus):
+                term = self.edges[row](x, rx, weights[row])
+                node = term if node is None else node + term
+                row += 1
+            states.append(node)
+            if j + 1 < self.nodes:
+                relus.append(F.relu(node))
+        return torch.cat(states[NUM_INPUTS:], dim=1)
+
+
+class _Stack(nn.Module):
+    """Stem, cells and classifier head shared by the search and the discrete network."""
+
+    def _build(self, opts: DartsCnnOptions, data: DataInfo, make_cell, multiplier) -> None:
+        c = opts.channels
+        c_stem = opts.stem_multiplier * c
+        self.stem = nn.Sequential(nn.Conv2d(data.input_shape[0], c_stem, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(c_stem))
+        c_pp, c_p, c_cur = c_stem, c_stem, c
+        reduce_at, reduction_prev = reduction_layers(opts.cells), False
+        self.cells = nn.ModuleList()
+        for i in range(opts.cells):
+            reduction = i in reduce_at
+            if reduction:
+                c_cur *= 2
+            self.cells.append(make_cell(c_pp, c_p, c_cur, reduction, reduction_prev))
+            reduction_prev = reduction
+            c_pp, c_p = c_p, multiplier(reduction) * c_cur
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(c_p, data.num_classes)
+
+    def _head(self, s1: Tensor) -> Tensor:
+        return self.classifier(self.global_pool(s1).flatten(1))
+
+
+class DartsCnnSupernet(Supernet, _Stack):
+    def __init__(self, opts: DartsCnnOptions, data: DataInfo):
+        super().__init__()
+        self._build(opts, data, lambda *a: SearchCell(opts, *a), lambda reduction: opts.nodes)
+
+    def forward(self, x: Tensor, arch_weights: Mapping[str, Tensor]) -> Tensor:
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, arch_weights["reduce" if cell.reduction else "normal"])
+        return self._head(s1)
+
+
+def drop_path(x: Tensor, prob: float) -> Tensor:
+    """Zero whole examples of a branch with probability ``prob``, rescaling the rest."""
+    keep = 1.0 - prob
+    mask = torch.empty(x.shape[0], 1, 1, 1, device=x.device, dtype=x.dtype).bernoulli_(keep)
+    return x * mask / keep
+
+
+class DiscreteCell(nn.Module):
+    def __init__(self, cell: Cell, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
+        super().__init__()
+        self.reduction = reduction
+        self.pre0, self.pre1 = _preprocess(c_pp, c_p, c, reduction_prev, affine=True)
+        self.inputs = [[src for _, src in node] for node in cell.nodes]
+        self.ops = nn.ModuleList(
+            nn.ModuleList(make_op(op, c, 2 if reduction and src < NUM_INPUTS else 1, affine=True, search=False)
+                          for op, src in node)
+            for node in cell.nodes)
+        self.concat = list(cell.concat)
+
+    def forward(self, s0: Tensor, s1: Tensor, drop_prob: float) -> Tensor:
+        states = [self.pre0(s0), self.pre1(s1)]
+        for inputs, ops in zip(self.inputs, self.ops):
+            node = None
+            for src, op in zip(inputs, ops):
+                h = op(states[src])
+                if self.training and drop_prob > 0 and not isinstance(op, nn.Identity):
+                    h = drop_path(h, drop_prob)
+                node = h if node is None else node + h
+            states.append(node)
+        return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+class DartsCnnNetwork(_Stack):
+    """The discrete network of a genotype; ``drop_path_prob`` is set by the trainer."""
+
+    def __init__(self, opts: DartsCnnOptions, genotype: Genotype, data: DataInfo):
+        super().__init__()
+        self.drop_path_prob = 0.0
+        self._build(opts, data,
+                    lambda c_pp, c_p, c, red, red_prev: DiscreteCell(
+                        genotype.cells["reduce" if red else "normal"], c_pp, c_p, c, red, red_prev),
+                    lambda reduction: len(genotype.cells["reduce" if reduction else "normal"].concat))
+
+    def forward(self, x: Tensor) -> Tensor:
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
+        return self._head(s1)
+
+
+class DartsCnnSpace(SearchSpace):
+    """DARTS CNN cells: 8 candidate ops, 2 inputs, 4 nodes, reduction cells at 1/3 and 2/3."""
+
+    def __init__(self, options: DartsCnnOptions):
+        self.options = options
+
+    def arch_spec(self) -> ArchSpec:
+        edges = cell_edges(self.options.nodes)
+        return ArchSpec(ops=self.options.ops, edges={t: edges for t in CELL_TYPES},
+                        num_inputs=NUM_INPUTS, inputs_per_node=2, zero_op="none")
+
+    def build_supernet(self, data: DataInfo) -> DartsCnnSupernet:
+        return DartsCnnSupernet(self.options, data)
+
+    def build_network(self, genotype: Genotype, data: DataInfo) -> DartsCnnNetwork:
+        missing = [t for t in CELL_TYPES if t not in genotype.cells]
+        if missing:
+            raise GenotypeError(f"a darts_cnn genotype needs cells {list(CELL_TYPES)}; missing {missing}")
+        genotype.validate(CNN_OPS, NUM_INPUTS)
+        return DartsCnnNetwork(self.options, genotype, data)

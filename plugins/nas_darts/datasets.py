@@ -1,0 +1,97 @@
+"""Image datasets: the embedded ``digits`` set and CIFAR-10/100 read from ``--data-root``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+import numpy as np
+import torch
+from torch.utils.data import TensorDataset
+from torchvision import datasets, transforms
+
+from nas_core.errors import DataError
+from nas_core.interfaces import DataInfo, TaskData
+
+DIGITS_TEST_SIZE = 360  # fixed split: 1437 train / 360 test images
+DIGITS_SPLIT_SEED = 20190423  # independent of the run seed, so every run sees the same test set
+
+
+def digits(options: None, *, root: Path | None = None) -> TaskData:
+    """scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes); no download."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)  # [N, 1, 8, 8]
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
+    test_idx, train_idx = order[:DIGITS_TEST_SIZE], order[DIGITS_TEST_SIZE:]
+    mean, std = images[train_idx].mean(), images[train_idx].std()
+    images = (images - mean) / std
+    return TaskData(train=TensorDataset(images[train_idx], labels[train_idx]),
+                    test=TensorDataset(images[test_idx], labels[test_idx]),
+                    info=DataInfo(input_shape=(1, 8, 8), num_classes=10))
+
+
+@attrs.frozen
+class CifarOptions:
+    augment: bool = True  # random crop (padding 4) and horizontal flip on the training set
+    verify_md5: bool = True  # check the files against the official checksums
+
+
+# (torchvision class, folder, mean, std) from the training sets
+_CIFAR = {
+    "cifar10": (datasets.CIFAR10, "cifar-10-batches-py",
+                (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": (datasets.CIFAR100, "cifar-100-python",
+                 (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+}
+
+
+def _unverified(cls: type) -> type:
+    """The same torchvision dataset with checksums switched off (checks files exist only);
+    torchvision skips the check for entries whose md5 is None."""
+    return type(f"Unverified{cls.__name__}", (cls,), {
+        "train_list": [[name, None] for name, _ in cls.train_list],
+        "test_list": [[name, None] for name, _ in cls.test_list],
+        "meta": {**cls.meta, "md5": None},
+    })
+
+
+def _cifar(name: str, options: CifarOptions, root: Path | None) -> TaskData:
+    cls, folder, mean, std = _CIFAR[name]
+    files = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    expected = f"{root or '<data-root>'}/{folder}/{{{','.join(files)}}}"
+    if root is None:
+        raise DataError(f"dataset {name!r} needs --data-root: the directory holding {folder}/ "
+                        f"(the official python version, extracted), i.e. {expected}")
+    missing = [f for f in files if not (Path(root) / folder / f).is_file()]
+    if missing:
+        raise DataError(f"dataset {name!r} not found: missing {', '.join(missing)} in {Path(root) / folder}; "
+                        f"expected {expected} (extract the official python-version archive there)")
+    norm = transforms.Normalize(mean, std)
+    train_tf = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if options.augment else []
+    if not options.verify_md5:
+        cls = _unverified(cls)
+    try:
+        train = cls(str(root), train=True, download=False,
+                    transform=transforms.Compose([*train_tf, transforms.ToTensor(), norm]))
+        test = cls(str(root), train=False, download=False,
+                   transform=transforms.Compose([transforms.ToTensor(), norm]))
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+        raise DataError(f"dataset {name!r} in {Path(root) / folder} failed its checksum or could not be read "
+                        f"({e}); re-extract the official archive, or set dataset.verify_md5=false "
+                        f"for a modified copy") from None
+    except Exception as e:  # unpickling errors of damaged batch files
+        raise DataError(f"dataset {name!r} in {Path(root) / folder} is unreadable: {type(e).__name__}: {e}") from None
+    return TaskData(train=train, test=test, info=DataInfo((3, 32, 32), len(train.classes)))
+
+
+def cifar10(options: CifarOptions, *, root: Path | None = None) -> TaskData:
+    """CIFAR-10 (torchvision, python version) from --data-root; never downloads."""
+    return _cifar("cifar10", options, root)
+
+
+def cifar100(options: CifarOptions, *, root: Path | None = None) -> TaskData:
+    """CIFAR-100 (torchvision, python version) from --data-root; never downloads."""
+    return _cifar("cifar100", options, root)

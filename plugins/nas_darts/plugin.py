@@ -1,0 +1,51 @@
+"""Registers the DARTS components through the same hooks any third-party plugin uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib import resources
+
+import yaml
+
+from nas_core.hookspecs import hookimpl
+from nas_darts import architect, datasets
+from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace
+from nas_darts.softmax import SoftmaxOptions, SoftmaxRelaxation
+from nas_darts.topk import TopKDiscretizer, TopKOptions
+
+
+@hookimpl
+def nas_register_spaces(register: Callable[..., None]) -> None:
+    register("darts_cnn", DartsCnnSpace, options=DartsCnnOptions)
+
+
+@hookimpl
+def nas_register_relaxations(register: Callable[..., None]) -> None:
+    register("softmax", SoftmaxRelaxation, options=SoftmaxOptions)
+
+
+@hookimpl
+def nas_register_optimizers(register: Callable[..., None]) -> None:
+    register("darts_1st", architect.darts_first_order, options=architect.DartsOptions)
+    register("darts_2nd", architect.darts_second_order, options=architect.DartsOptions)
+
+
+@hookimpl
+def nas_register_discretizers(register: Callable[..., None]) -> None:
+    register("topk", TopKDiscretizer, options=TopKOptions,
+             doc="Per node, the k strongest edges from distinct inputs, each with its best non-zero op.")
+
+
+@hookimpl
+def nas_register_datasets(register: Callable[..., None]) -> None:
+    register("digits", datasets.digits)
+    register("cifar10", datasets.cifar10, options=datasets.CifarOptions)
+    register("cifar100", datasets.cifar100, options=datasets.CifarOptions)
+
+
+@hookimpl
+def nas_register_presets(register: Callable[..., None]) -> None:
+    for name, doc in (("demo", "small CPU search on the embedded digits set (default)"),
+                      ("paper", "the DARTS paper's CIFAR-10 search settings")):
+        text = resources.files("nas_darts").joinpath("presets", f"{name}.yaml").read_text()
+        register(name, yaml.safe_load(text), doc=doc)

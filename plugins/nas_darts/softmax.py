@@ -1,0 +1,32 @@
+"""Softmax mixing (DARTS.md section 3): one alpha vector per edge, mixed by its softmax."""
+
+from __future__ import annotations
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+from nas_core.interfaces import ArchSpec, Relaxation
+
+
+@attrs.frozen
+class SoftmaxOptions:
+    init_std: float = 1e-3  # alpha ~ init_std * N(0, 1)
+
+
+class SoftmaxRelaxation(Relaxation):
+    """alpha per cell type, shape [edges, ops]; weights = softmax over ops."""
+
+    def __init__(self, options: SoftmaxOptions, *, spec: ArchSpec):
+        super().__init__()
+        self.alphas = nn.ParameterDict({
+            cell_type: nn.Parameter(options.init_std * torch.randn(spec.shape(cell_type)))
+            for cell_type in spec.edges
+        })
+
+    def weights(self) -> dict[str, Tensor]:
+        return {k: torch.softmax(a, dim=-1) for k, a in self.alphas.items()}
+
+    def strengths(self) -> dict[str, Tensor]:
+        with torch.no_grad():
+            return {k: w.detach() for k, w in self.weights().items()}

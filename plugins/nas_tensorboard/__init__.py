@@ -1,0 +1,1 @@
+"""TensorBoard monitoring of runs, as a plugin on the lifecycle hooks."""
