@@ -11,7 +11,7 @@ from nas_core.checkpoint import write_text_atomic
 from nas_core.config import Config, Layer, load_yaml_file, parse_set, resolve, to_yaml
 from nas_core.errors import ConfigError, NasError
 from nas_core.plugins import REGISTRATION_HOOKS, Registries, collect_registries, distribution_of, make_plugin_manager
-from nas_core.run import CHECKPOINT_FILE, CONFIG_FILE, GENOTYPE_FILE, TENSORBOARD_DIR, attach_log_file, default_run_dir
+from nas_core.run import CHECKPOINT_FILE, CONFIG_FILE, GENOTYPE_FILE, attach_log_file, default_run_dir
 
 log = logging.getLogger("nas")
 
@@ -30,7 +30,7 @@ def config_from_args(registries: Registries, args: argparse.Namespace) -> Config
 
 
 def run(args: argparse.Namespace) -> int:
-    from nas_core.search import run_search
+    from nas_core.search import prepare_search, run_search
 
     pm = make_plugin_manager()
     registries = collect_registries(pm)
@@ -50,27 +50,28 @@ def run(args: argparse.Namespace) -> int:
         if args.device:
             layers.append(Layer({"device": args.device}, "command line"))
         config = resolve(registries, layers, preset=None)
+        setup = prepare_search(registries, config)
     else:
         config = config_from_args(registries, args)
         run_dir = Path(args.out) if args.out else default_run_dir(Path("runs"), config)
-        if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / CONFIG_FILE).exists():
+        if (run_dir / CHECKPOINT_FILE).exists():
             raise NasError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                            f"or choose another --out")
+        setup = prepare_search(registries, config)  # bad data or options fail before anything is written
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(run_dir / CONFIG_FILE, to_yaml(config))
+        write_text_atomic(run_dir / CONFIG_FILE, to_yaml(config))  # a run that never finished an epoch is redone
 
     handler = attach_log_file(run_dir)
     try:
-        genotype = run_search(registries=registries, pm=pm, config=config, run_dir=run_dir,
-                              resume=bool(args.resume), progress=False if args.no_progress else None)
+        genotype = run_search(setup, pm=pm, run_dir=run_dir, resume=bool(args.resume),
+                              progress=False if args.no_progress else None)
     except KeyboardInterrupt:
         log.info("interrupted; continue with: nas run --resume %s", run_dir)
         raise
     finally:
         logging.getLogger("nas").removeHandler(handler)
         handler.close()
-    print(f"\ngenotype ({run_dir / GENOTYPE_FILE}):\n{genotype.to_json()}")
-    print(f"watch it in TensorBoard:  tensorboard --logdir {run_dir / TENSORBOARD_DIR}")
+    print(f"\ngenotype ({run_dir / GENOTYPE_FILE}):\n{genotype.to_json()}", end="")
     return 0
 
 
@@ -78,6 +79,9 @@ def plugins() -> int:
     pm = make_plugin_manager()
     registries = collect_registries(pm)
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda t: t[0]):
+        if plugin is None:  # blocked
+            print(f"{name}  ({distribution_of(name)}) [disabled]")
+            continue
         print(f"{name}  ({distribution_of(name)})")
         for attr, (_, kind) in REGISTRATION_HOOKS.items():
             names = [e.name for e in getattr(registries, attr) if e.plugin == name]

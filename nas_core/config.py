@@ -3,8 +3,9 @@
 Layers, later wins: built-in defaults < preset < ``--config`` file < CLI flags and ``--set``.
 Each component section (``space``, ``optimizer``, ...) holds a ``name`` plus the fields of the
 options class that the component registered. A preset's options for a section are kept only
-where the finally chosen component accepts them, so ``--space my_space`` with the ``paper``
-preset does not fail on the DARTS space's options; user layers are always strict.
+where the finally chosen component takes the same options class as the one the preset names,
+so ``--space my_space`` with the ``paper`` preset does not inherit the DARTS space's options;
+user layers are always strict.
 """
 
 from __future__ import annotations
@@ -150,7 +151,7 @@ def resolve(registries: Registries, layers: list[Layer], *, preset: str | None =
         value, source = _last(all_layers, key)
         values[key] = _convert(value, typ, key, source)
     for key, cls in SETTINGS.items():
-        values[key] = _build_attrs(cls, _section(all_layers, key, accepted=None), key)
+        values[key] = _build_attrs(cls, _section(all_layers, key), key)
     for key, attr in COMPONENTS.items():
         values[key] = _build_component(getattr(registries, attr), key, all_layers)
     return Config(**values)
@@ -163,31 +164,44 @@ def _last(layers: list[Layer], key: str) -> tuple[Any, str]:
     raise AssertionError(f"no default for {key}")  # BASE has every scalar
 
 
-def _section(layers: list[Layer], key: str, accepted: set[str] | None) -> dict[str, tuple[Any, str]]:
-    """Merged ``key -> (value, source)`` of one section; non-strict layers are filtered to
-    ``accepted`` keys (when given), strict layers are not."""
+def _section(layers: list[Layer], key: str) -> dict[str, tuple[Any, str]]:
+    """Merged ``key -> (value, source)`` of one settings section."""
     merged: dict[str, tuple[Any, str]] = {}
     for layer in layers:
-        section = layer.data.get(key)
-        if section is None:
-            continue
-        if not isinstance(section, Mapping):
-            raise ConfigError(f"{layer.source}: {key!r} must be a mapping of options, got {section!r}")
-        for k, v in section.items():
-            if not layer.strict and accepted is not None and k not in accepted:
-                continue
+        for k, v in _mapping(layer, key).items():
             merged[str(k)] = (v, layer.source)
     return merged
 
 
+def _mapping(layer: Layer, key: str) -> Mapping[str, Any]:
+    section = layer.data.get(key)
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"{layer.source}: {key!r} must be a mapping of options, got {section!r}")
+    return section
+
+
 def _build_component(registry: Any, key: str, layers: list[Layer]) -> Component:
-    name, _ = _section(layers, key, accepted={"name"})["name"]
+    """A preset (non-strict layer) sets options for the component it names; they carry over to
+    the chosen component only if both take the same options class (darts_1st and darts_2nd do,
+    a third-party space with a field of the same name does not)."""
+    name = None
+    for layer in layers:
+        name = _mapping(layer, key).get("name", name)
     if not isinstance(name, str):
         raise ConfigError(f"{key}.name must be a string, got {name!r}")
     entry = registry.get(name)
-    fields = {f.name for f in attrs.fields(entry.options)} if entry.options else set()
-    merged = _section(layers, key, accepted=fields | {"name"})
-    merged.pop("name")
+    merged: dict[str, tuple[Any, str]] = {}
+    named = None  # the component named so far, layer by layer
+    for layer in layers:
+        section = _mapping(layer, key)
+        named = section.get("name", named)
+        if not layer.strict and (named not in registry or registry.get(named).options is not entry.options):
+            continue
+        for k, v in section.items():
+            if k != "name":
+                merged[str(k)] = (v, layer.source)
     if entry.options is None:
         if merged:
             k, (_, source) = next(iter(merged.items()))
@@ -209,7 +223,7 @@ def _build_attrs(cls: type, merged: dict[str, tuple[Any, str]], section: str, ow
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:  # attrs validators of the options class
-        raise ConfigError(f"invalid value in section {section!r}: {e}") from None
+        raise ConfigError(f"invalid {section} option: {e}") from None
 
 
 def _type_name(typ: Any) -> str:

@@ -68,7 +68,7 @@ class TaskData:
     info: DataInfo
 
 
-class Supernet(nn.Module):
+class Supernet(nn.Module, ABC):
     """The continuous network: every edge mixes all candidate ops with the given weights."""
 
     @abstractmethod

@@ -17,7 +17,6 @@ CONFIG_FILE = "config.yaml"
 CHECKPOINT_FILE = "checkpoint.pt"
 GENOTYPE_FILE = "genotype.json"
 LOG_FILE = "log.txt"
-TENSORBOARD_DIR = "tb"
 
 
 @attrs.define

@@ -7,30 +7,46 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+import attrs
 import pluggy
 import torch
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from nas_core import checkpoint as ckpt
 from nas_core.components import build
 from nas_core.config import Config, resolve_device, to_dict
 from nas_core.data import epoch_loader, limited, load_task, search_split, to_device
-from nas_core.errors import CheckpointError
+from nas_core.errors import CheckpointError, ConfigError
 from nas_core.genotype import Genotype
-from nas_core.interfaces import BilevelOptimizer, Discretizer, Relaxation, SearchSpace, Supernet
+from nas_core.interfaces import ArchSpec, BilevelOptimizer, Discretizer, Relaxation, SearchSpace, Supernet
 from nas_core.plugins import Registries
 from nas_core.run import CHECKPOINT_FILE, GENOTYPE_FILE, RunInfo
 
 log = logging.getLogger("nas")
 
 
-def run_search(*, registries: Registries, pm: pluggy.PluginManager, config: Config, run_dir: Path,
-               resume: bool = False, progress: bool | None = None) -> Genotype:
-    """Run (or resume) a search in ``run_dir``; returns the final genotype."""
+@attrs.define
+class SearchSetup:
+    """Everything a search needs, built (and validated) before a run directory is created."""
+
+    config: Config
+    device: torch.device
+    space: SearchSpace
+    spec: ArchSpec
+    supernet: Supernet
+    relaxation: Relaxation
+    optimizer: BilevelOptimizer
+    discretizer: Discretizer
+    weights_half: Dataset
+    arch_half: Dataset
+
+
+def prepare_search(registries: Registries, config: Config) -> SearchSetup:
+    """Seed, load the data and build every component; raises NasError on bad input."""
     device = resolve_device(config.device)
     ckpt.seed_everything(config.seed)
     torch.backends.cudnn.benchmark = False  # autotuned kernels would break run-to-run identity
-
     task = load_task(registries, config)
     space: SearchSpace = build(registries.spaces, config.space, SearchSpace)
     spec = space.arch_spec()
@@ -41,6 +57,20 @@ def run_search(*, registries: Registries, pm: pluggy.PluginManager, config: Conf
                                         criterion=space.criterion, epochs=config.search.epochs)
     discretizer: Discretizer = build(registries.discretizers, config.discretizer, Discretizer)
     weights_half, arch_half = search_split(task.train, config.search.train_portion)
+    for half, name in ((weights_half, "weights"), (arch_half, "arch")):
+        if len(half) < config.search.batch_size:
+            raise ConfigError(f"search.batch_size={config.search.batch_size} is larger than the {len(half)} "
+                              f"examples of the {name} half of {config.dataset.name!r}; lower it")
+    return SearchSetup(config, device, space, spec, supernet, relaxation, optimizer, discretizer,
+                       weights_half, arch_half)
+
+
+def run_search(setup: SearchSetup, *, pm: pluggy.PluginManager, run_dir: Path, resume: bool = False,
+               progress: bool | None = None) -> Genotype:
+    """Run (or resume) a prepared search in ``run_dir``; returns the final genotype."""
+    config, device, space, spec = setup.config, setup.device, setup.space, setup.spec
+    supernet, relaxation, optimizer, discretizer = setup.supernet, setup.relaxation, setup.optimizer, setup.discretizer
+    weights_half, arch_half = setup.weights_half, setup.arch_half
 
     start_epoch, step, genotype = 0, 0, None
     if resume:

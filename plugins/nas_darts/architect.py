@@ -66,7 +66,7 @@ class DartsOptimizer(BilevelOptimizer):
             mix = self.relax.weights()  # alpha gets no gradient from the weight step
         logits = self.net(x, mix)
         loss = self.criterion(logits, y)
-        grads = torch.autograd.grad(loss, self.weights)
+        grads = _grad(loss, self.weights)
         for p, g in zip(self.weights, grads):
             p.grad = g
         if self.opts.grad_clip > 0:
@@ -89,11 +89,11 @@ class DartsOptimizer(BilevelOptimizer):
         """(L_val, d L_val(w', alpha) / d alpha) with w' the virtual step; w' = w when first order."""
         if not self.second_order:
             loss = self._loss(self.weights, val_batch)
-            return loss.detach(), list(torch.autograd.grad(loss, self.alphas))
+            return loss.detach(), _grad(loss, self.alphas)
         xi = self.xi
         w_virtual = [w.requires_grad_(True) for w in self.virtual_step(train_batch, xi)]
         loss = self._loss(w_virtual, val_batch)
-        grads = torch.autograd.grad(loss, [*self.alphas, *w_virtual])
+        grads = _grad(loss, [*self.alphas, *w_virtual])
         d_alpha, d_w = grads[:len(self.alphas)], grads[len(self.alphas):]
         hvp = self.hessian_vector_product(d_w, train_batch)
         return loss.detach(), [da - xi * h for da, h in zip(d_alpha, hvp)]
@@ -102,7 +102,7 @@ class DartsOptimizer(BilevelOptimizer):
         """The weights one SGD step ahead (momentum and weight decay included), as new tensors."""
         with torch.no_grad():
             mix = self.relax.weights()
-        grads = torch.autograd.grad(self._forward_loss(self.weights, mix, batch), self.weights)
+        grads = _grad(self._forward_loss(self.weights, mix, batch), self.weights)
         out = []
         with torch.no_grad():
             for w, g in zip(self.weights, grads):
@@ -122,8 +122,8 @@ class DartsOptimizer(BilevelOptimizer):
         with torch.no_grad():
             w_plus = [w + eps * t for w, t in zip(self.weights, v)]
             w_minus = [w - eps * t for w, t in zip(self.weights, v)]
-        g_plus = torch.autograd.grad(self._loss(w_plus, batch), self.alphas)
-        g_minus = torch.autograd.grad(self._loss(w_minus, batch), self.alphas)
+        g_plus = _grad(self._loss(w_plus, batch), self.alphas)
+        g_minus = _grad(self._loss(w_minus, batch), self.alphas)
         return [(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus)]
 
     def _loss(self, weights: list[Tensor], batch: tuple[Tensor, Tensor]) -> Tensor:
@@ -150,6 +150,13 @@ class DartsOptimizer(BilevelOptimizer):
         self.w_opt.load_state_dict(state["w_opt"])
         self.a_opt.load_state_dict(state["a_opt"])
         self.scheduler.load_state_dict(state["scheduler"])
+
+
+def _grad(loss: Tensor, inputs: list[Tensor]) -> list[Tensor]:
+    """Gradients, with zeros for inputs the loss does not use (e.g. the normal-cell alphas
+    of a network made only of reduction cells)."""
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads)]
 
 
 def darts_first_order(options: DartsOptions, **context: Any) -> DartsOptimizer:

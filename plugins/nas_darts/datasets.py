@@ -39,27 +39,35 @@ class CifarOptions:
     verify_md5: bool = True  # check the files against the official checksums
 
 
-# (torchvision class, folder, mean, std) from the training sets
+class UnverifiedCIFAR10(datasets.CIFAR10):
+    """torchvision's CIFAR-10 with checksums off: it checks only that the files exist, since
+    torchvision skips the md5 of entries whose md5 is None. Module-level so that DataLoader
+    worker processes can unpickle it."""
+
+    train_list = [[name, None] for name, _ in datasets.CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in datasets.CIFAR10.test_list]
+    meta = {**datasets.CIFAR10.meta, "md5": None}
+
+
+class UnverifiedCIFAR100(datasets.CIFAR100):
+    """torchvision's CIFAR-100 with checksums off (see UnverifiedCIFAR10)."""
+
+    train_list = [[name, None] for name, _ in datasets.CIFAR100.train_list]
+    test_list = [[name, None] for name, _ in datasets.CIFAR100.test_list]
+    meta = {**datasets.CIFAR100.meta, "md5": None}
+
+
+# (torchvision class, unverified variant, folder, mean, std of the training set)
 _CIFAR = {
-    "cifar10": (datasets.CIFAR10, "cifar-10-batches-py",
+    "cifar10": (datasets.CIFAR10, UnverifiedCIFAR10, "cifar-10-batches-py",
                 (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
-    "cifar100": (datasets.CIFAR100, "cifar-100-python",
+    "cifar100": (datasets.CIFAR100, UnverifiedCIFAR100, "cifar-100-python",
                  (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
 }
 
 
-def _unverified(cls: type) -> type:
-    """The same torchvision dataset with checksums switched off (checks files exist only);
-    torchvision skips the check for entries whose md5 is None."""
-    return type(f"Unverified{cls.__name__}", (cls,), {
-        "train_list": [[name, None] for name, _ in cls.train_list],
-        "test_list": [[name, None] for name, _ in cls.test_list],
-        "meta": {**cls.meta, "md5": None},
-    })
-
-
 def _cifar(name: str, options: CifarOptions, root: Path | None) -> TaskData:
-    cls, folder, mean, std = _CIFAR[name]
+    cls, unverified, folder, mean, std = _CIFAR[name]
     files = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     expected = f"{root or '<data-root>'}/{folder}/{{{','.join(files)}}}"
     if root is None:
@@ -72,7 +80,7 @@ def _cifar(name: str, options: CifarOptions, root: Path | None) -> TaskData:
     norm = transforms.Normalize(mean, std)
     train_tf = [transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if options.augment else []
     if not options.verify_md5:
-        cls = _unverified(cls)
+        cls = unverified
     try:
         train = cls(str(root), train=True, download=False,
                     transform=transforms.Compose([*train_tf, transforms.ToTensor(), norm]))
@@ -84,7 +92,22 @@ def _cifar(name: str, options: CifarOptions, root: Path | None) -> TaskData:
                         f"for a modified copy") from None
     except Exception as e:  # unpickling errors of damaged batch files
         raise DataError(f"dataset {name!r} in {Path(root) / folder} is unreadable: {type(e).__name__}: {e}") from None
+    for split in (train, test):
+        _check_labels(name, Path(root) / folder, split)
     return TaskData(train=train, test=test, info=DataInfo((3, 32, 32), len(train.classes)))
+
+
+def _check_labels(name: str, folder: Path, split: datasets.CIFAR10) -> None:
+    """Damaged files can hold a label list of the wrong length or out-of-range labels; say so now
+    rather than with an IndexError deep inside training."""
+    part = "training" if split.train else "test"
+    if len(split.targets) != len(split.data):
+        raise DataError(f"dataset {name!r} in {folder}: the {part} files hold {len(split.data)} images "
+                        f"but {len(split.targets)} labels")
+    bad = [t for t in split.targets if not 0 <= t < len(split.classes)]
+    if bad:
+        raise DataError(f"dataset {name!r} in {folder}: {part} label {bad[0]} is outside "
+                        f"0..{len(split.classes) - 1}")
 
 
 def cifar10(options: CifarOptions, *, root: Path | None = None) -> TaskData:

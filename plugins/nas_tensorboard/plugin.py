@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 
 import torch
@@ -11,7 +12,10 @@ from torch import Tensor
 from nas_core.genotype import Genotype
 from nas_core.hookspecs import hookimpl
 from nas_core.interfaces import ArchSpec
-from nas_core.run import TENSORBOARD_DIR, RunInfo
+from nas_core.run import RunInfo
+
+TENSORBOARD_DIR = "tb"  # inside the run directory
+log = logging.getLogger("nas")
 
 # viridis at 5 stops; enough for a readable heatmap without matplotlib
 _STOPS = torch.tensor([[0.267, 0.005, 0.329], [0.229, 0.322, 0.546], [0.128, 0.567, 0.551],
@@ -69,8 +73,10 @@ class TensorBoardMonitor:
         if run is self.run:
             self.writer.close()
             run.plugin_manager.unregister(self)
+            log.info("watch it in TensorBoard:  tensorboard --logdir %s", run.dir / TENSORBOARD_DIR)
 
 
 @hookimpl
 def nas_run_start(run: RunInfo) -> None:
     run.plugin_manager.register(TensorBoardMonitor(run), name=f"tensorboard-monitor:{id(run)}")
+    log.info("TensorBoard:  tensorboard --logdir %s", run.dir / TENSORBOARD_DIR)

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nas_core.genotype import Cell, Genotype
+from nas_core.interfaces import DataInfo
+from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace, MixedEdge, reduction_layers
+from nas_darts.ops import CNN_OPS, FactorizedReduce, PreActivated, make_op
+
+CIFAR = DataInfo((3, 32, 32), 10)
+
+
+def test_arch_spec_has_14_edges_of_8_ops_per_cell_type():
+    spec = DartsCnnSpace(DartsCnnOptions()).arch_spec()
+    assert set(spec.edges) == {"normal", "reduce"}
+    assert spec.shape("normal") == spec.shape("reduce") == (14, 8)
+    assert spec.ops == CNN_OPS and len(set(CNN_OPS)) == 8
+    # node j (2..5) receives one edge from every earlier node
+    assert spec.edges["normal"][:5] == ((0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
+    assert spec.num_inputs == 2 and spec.inputs_per_node == 2 and spec.zero_op == "none"
+
+
+def test_paper_supernet_parameter_count_and_shapes():
+    net = DartsCnnSpace(DartsCnnOptions(cells=8, channels=16)).build_supernet(CIFAR)
+    # the count the DARTS reference code prints for its CIFAR-10 search model
+    assert sum(p.numel() for p in net.parameters()) == 1_930_618
+    assert [c.reduction for c in net.cells] == [i in (2, 5) for i in range(8)]
+    weights = {k: torch.softmax(torch.randn(14, 8), -1) for k in ("normal", "reduce")}
+    sizes = []
+    hooks = [c.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[1:]))) for c in net.cells]
+    out = net(torch.randn(2, 3, 32, 32), weights)
+    for h in hooks:
+        h.remove()
+    assert out.shape == (2, 10)
+    # channels double and resolution halves at each reduction cell; cells concatenate 4 nodes
+    assert sizes == [(64, 32, 32)] * 2 + [(128, 16, 16)] * 3 + [(256, 8, 8)] * 3
+
+
+def test_search_bn_has_no_affine_parameters_and_pools_are_followed_by_bn():
+    net = DartsCnnSpace(DartsCnnOptions(cells=3, channels=4)).build_supernet(CIFAR)
+    cell_bns = [m for c in net.cells for m in c.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert cell_bns and all(not bn.affine for bn in cell_bns)
+    pool = make_op("max_pool_3x3", 4, 1, affine=False, search=True)
+    assert isinstance(pool[1], nn.BatchNorm2d) and not pool[1].affine
+    assert isinstance(make_op("max_pool_3x3", 4, 1, affine=True, search=False), nn.MaxPool2d)
+
+
+def test_ops_keep_or_halve_the_spatial_size():
+    x = torch.randn(2, 6, 8, 8)
+    for name in CNN_OPS:
+        for stride in (1, 2):
+            y = make_op(name, 6, stride, affine=False, search=True)(x)
+            assert y.shape == (2, 6, 8 // stride, 8 // stride), (name, stride)
+    assert isinstance(make_op("skip_connect", 6, 2, affine=False, search=True), FactorizedReduce)
+    assert isinstance(make_op("skip_connect", 6, 1, affine=False, search=True), nn.Identity)
+    sep = make_op("sep_conv_3x3", 6, 1, affine=True, search=False)
+    assert isinstance(sep, PreActivated) and sum(isinstance(m, nn.Conv2d) for m in sep.modules()) == 4
+    dil = make_op("dil_conv_5x5", 6, 1, affine=True, search=False)
+    assert [m.dilation for m in dil.modules() if isinstance(m, nn.Conv2d)] == [(2, 2), (1, 1)]
+
+
+def test_mixed_edge_equals_the_textbook_weighted_sum_over_all_ops():
+    """Skipping the zero op and sharing the ReLU must not change the result or alpha's gradient."""
+    torch.manual_seed(0)
+    for stride in (1, 2):
+        edge = MixedEdge(CNN_OPS, 4, stride)
+        x = torch.randn(3, 4, 8, 8)
+        alpha = torch.randn(8, requires_grad=True)
+        w = torch.softmax(alpha, 0)
+        ours = edge(x, torch.relu(x), w)
+        ops = dict(zip([CNN_OPS[c] for c in edge.columns], edge.ops))
+        textbook = sum(w[i] * (ops[name](x) if name in ops else make_op(name, 4, stride, affine=False, search=True)(x))
+                       for i, name in enumerate(CNN_OPS))
+        assert torch.allclose(ours, textbook, atol=1e-6)
+        g1, = torch.autograd.grad(ours.square().sum(), alpha, retain_graph=True)
+        g2, = torch.autograd.grad(textbook.square().sum(), alpha)
+        assert torch.allclose(g1, g2, rtol=1e-5, atol=1e-6)
+        assert g1[0].abs() > 0  # the zero op's alpha still learns through the softmax
+
+
+def test_reduction_layers_at_one_and_two_thirds():
+    assert reduction_layers(8) == {2, 5}
+    assert reduction_layers(20) == {6, 13}
+    assert reduction_layers(5) == {1, 3}
+
+
+def test_discrete_network_from_a_genotype():
+    node = (("sep_conv_3x3", 0), ("skip_connect", 1))
+    cell = Cell((node, (("max_pool_3x3", 0), ("dil_conv_3x3", 2)),
+                 (("sep_conv_5x5", 3), ("avg_pool_3x3", 1)), (("skip_connect", 4), ("none", 0))), (2, 3, 4, 5))
+    net = DartsCnnSpace(DartsCnnOptions(cells=3, channels=8)).build_network(
+        Genotype({"normal": cell, "reduce": cell}), CIFAR)
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    bns = [m for m in net.cells.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(bn.affine for bn in bns)

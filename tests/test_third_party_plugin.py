@@ -1,0 +1,145 @@
+"""A third-party plugin, installed for real: docs/examples/nas-example-plugin is pip-installed
+into a temporary directory and the ``nas`` command, run as a subprocess, must find it through
+its entry point alone (no import list, no registration by the caller)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+import yaml
+
+from nas_core.errors import GenotypeError
+from nas_core.genotype import Genotype
+from nas_core.interfaces import DataInfo
+from nas_core.plugins import collect_registries, make_plugin_manager
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "nas-example-plugin"
+TIMEOUT_S = 120  # per subprocess; a hung child fails the test instead of the whole session
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding the installed example package: its code and its .dist-info."""
+    tmp = tmp_path_factory.mktemp("example_plugin")
+    # Build from a copy: setuptools writes build/ and *.egg-info next to the sources it builds.
+    source = tmp / "source"
+    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    target = tmp / "site"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index",
+         "--no-cache-dir", "--disable-pip-version-check", "--quiet", "--target", str(target), str(source)],
+        capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, f"pip install failed:\n{proc.stdout}\n{proc.stderr}"
+    assert list(target.glob("nas_example_plugin-*.dist-info/entry_points.txt"))
+    return target
+
+
+def nas(site: Path, *args: str, cwd: Path, disable: str = "tensorboard") -> subprocess.CompletedProcess:
+    """Run the installed ``nas`` command with the example package importable."""
+    script = Path(sys.executable).parent / ("nas.exe" if os.name == "nt" else "nas")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "nas_core.cli"]
+    paths = [str(site), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "NAS_DISABLE_PLUGINS": disable}
+    env.pop("NAS_NO_PLUGIN_AUTOLOAD", None)  # the point of these tests is autoloading
+    return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+
+
+def plugin_block(listing: str, name: str) -> str:
+    """The lines ``nas plugins`` prints for one plugin: its header and the indented lines below."""
+    match = re.search(rf"^{re.escape(name)}  \(.*\)\n(?:  .*\n?)*", listing, flags=re.MULTILINE)
+    assert match, f"plugin {name!r} not listed:\n{listing}"
+    return match.group(0)
+
+
+def test_nas_plugins_lists_the_example(site: Path, tmp_path: Path) -> None:
+    proc = nas(site, "plugins", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    block = plugin_block(proc.stdout, "example")
+    assert block.startswith("example  (nas-example-plugin 0.1.0)")
+    assert "search spaces: tiny_mlp" in block
+    assert "darts  (nas-toolkit" in proc.stdout  # built-ins still load beside it
+
+
+def test_disabling_the_example_unregisters_its_space(site: Path, tmp_path: Path) -> None:
+    proc = nas(site, "list", cwd=tmp_path, disable="tensorboard,example")
+    assert proc.returncode == 0, proc.stderr
+    assert "tiny_mlp" not in proc.stdout
+    assert "darts_cnn" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def search_run(site: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run directory of a two-step second-order search on tiny_mlp."""
+    cwd = tmp_path_factory.mktemp("search")
+    proc = nas(site, "run", "--space", "tiny_mlp", "--optimizer", "darts_2nd",
+               "--set", "search.epochs=1", "--set", "search.max_steps_per_epoch=2",
+               "--out", "RUN", "--no-progress", cwd=cwd)
+    assert proc.returncode == 0, f"nas run failed:\n{proc.stdout}\n{proc.stderr}"
+    return cwd / "RUN"
+
+
+def test_search_writes_a_one_input_genotype(search_run: Path) -> None:
+    genotype = Genotype.from_json((search_run / "genotype.json").read_text())
+    cell = genotype.cells["cell"]
+    assert len(cell.nodes) == 3
+    assert all(len(node) == 1 for node in cell.nodes)  # topk with the space's inputs_per_node=1
+    assert all(op != "none" for node in cell.nodes for op, _ in node)
+    assert cell.concat == (1, 2, 3)
+    config = yaml.safe_load((search_run / "config.yaml").read_text())
+    assert config["space"] == {"name": "tiny_mlp", "width": 32, "nodes": 3}
+    assert config["optimizer"]["name"] == "darts_2nd"
+
+
+def test_preset_options_of_another_space_do_not_apply(site: Path, tmp_path: Path) -> None:
+    proc = nas(site, "config", "show", "--space", "tiny_mlp", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert yaml.safe_load(proc.stdout)["space"] == {"name": "tiny_mlp", "width": 32, "nodes": 3}
+
+
+@pytest.fixture
+def example_plugin(site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """The example's plugin module, imported in this process from the installed copy."""
+    monkeypatch.syspath_prepend(str(site))
+    yield importlib.import_module("nas_example_plugin.plugin")
+    for name in [n for n in sys.modules if n.split(".")[0] == "nas_example_plugin"]:
+        del sys.modules[name]  # later tests must not see a module whose path is gone
+
+
+def test_searched_genotype_builds_a_network(example_plugin: ModuleType, search_run: Path) -> None:
+    # The way a plugin's own tests register it: no entry points, the module passed in.
+    registries = collect_registries(make_plugin_manager(autoload=False, extra_plugins=[("example", example_plugin)]))
+    entry = registries.spaces.get("tiny_mlp")
+    assert entry.plugin == "example"
+    space = entry.factory(entry.options(width=16))
+    data = DataInfo(input_shape=(1, 8, 8), num_classes=10)
+
+    genotype = Genotype.from_json((search_run / "genotype.json").read_text())
+    net = space.build_network(genotype, data)
+    assert net(torch.randn(5, 1, 8, 8)).shape == (5, 10)
+
+    bad = Genotype.from_dict({"cell": {"nodes": [[["conv_3x3", 0]]], "concat": [1]}})
+    with pytest.raises(GenotypeError, match="unknown op 'conv_3x3'"):
+        space.build_network(bad, data)
+    with pytest.raises(GenotypeError, match="needs the cell 'cell'"):
+        space.build_network(Genotype.from_dict({"normal": {"nodes": [[["identity", 0]]], "concat": [1]}}), data)
+
+
+def test_unknown_space_option_is_a_one_line_error(site: Path, tmp_path: Path) -> None:
+    proc = nas(site, "run", "--space", "tiny_mlp", "--set", "space.no_such_key=1", cwd=tmp_path)
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "no_such_key" in lines[0]
+    assert "valid keys" in lines[0] and "nodes" in lines[0] and "width" in lines[0]
+    assert not (tmp_path / "runs").exists()  # config errors stop before a run directory is made
