@@ -17,7 +17,7 @@ listed on each interface below.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -68,11 +68,33 @@ class TaskData:
     info: DataInfo
 
 
+@attrs.frozen
+class MixingWeights(Mapping[str, Tensor]):
+    """What :meth:`Relaxation.weights` returns: per cell type, an ``[edges, ops]`` weight matrix.
+
+    ``chosen`` is set by hard-sampling relaxations (e.g. GDAS): per cell type, the one column per
+    edge whose weight is non-zero. A supernet may then compute only that op, multiplied by its
+    weight so the straight-through gradient still reaches the architecture parameters.
+    """
+
+    weights: Mapping[str, Tensor]
+    chosen: Mapping[str, tuple[int, ...]] | None = None
+
+    def __getitem__(self, cell_type: str) -> Tensor:
+        return self.weights[cell_type]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.weights)
+
+    def __len__(self) -> int:
+        return len(self.weights)
+
+
 class Supernet(nn.Module, ABC):
     """The continuous network: every edge mixes all candidate ops with the given weights."""
 
     @abstractmethod
-    def forward(self, x: Tensor, arch_weights: Mapping[str, Tensor]) -> Tensor:
+    def forward(self, x: Tensor, arch_weights: MixingWeights) -> Tensor:
         """Return logits; ``arch_weights[cell_type]`` has shape ``ArchSpec.shape(cell_type)``."""
 
 
@@ -101,7 +123,7 @@ class Relaxation(nn.Module, ABC):
     them into mixing weights. Built as ``factory(options, spec=ArchSpec)``."""
 
     @abstractmethod
-    def weights(self) -> dict[str, Tensor]:
+    def weights(self) -> MixingWeights:
         """Differentiable mixing weights per cell type, each of shape ``spec.shape(cell_type)``.
 
         May be stochastic (e.g. Gumbel sampling): call it once per forward pass."""

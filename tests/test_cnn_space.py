@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from nas_core.genotype import Cell, Genotype
-from nas_core.interfaces import DataInfo
+from nas_core.interfaces import DataInfo, MixingWeights
 from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace, MixedEdge, reduction_layers
 from nas_darts.ops import CNN_OPS, FactorizedReduce, PreActivated, make_op
 
@@ -26,7 +26,7 @@ def test_paper_supernet_parameter_count_and_shapes():
     # the count the DARTS reference code prints for its CIFAR-10 search model
     assert sum(p.numel() for p in net.parameters()) == 1_930_618
     assert [c.reduction for c in net.cells] == [i in (2, 5) for i in range(8)]
-    weights = {k: torch.softmax(torch.randn(14, 8), -1) for k in ("normal", "reduce")}
+    weights = MixingWeights({k: torch.softmax(torch.randn(14, 8), -1) for k in ("normal", "reduce")})
     sizes = []
     hooks = [c.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[1:]))) for c in net.cells]
     out = net(torch.randn(2, 3, 32, 32), weights)
@@ -94,3 +94,23 @@ def test_discrete_network_from_a_genotype():
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     bns = [m for m in net.cells.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(bn.affine for bn in bns)
+
+
+def test_hard_sampled_weights_compute_only_the_chosen_op():
+    """The path a GDAS-style relaxation takes: one op per edge, straight-through gradient."""
+    torch.manual_seed(0)
+    net = DartsCnnSpace(DartsCnnOptions(cells=3, channels=4)).build_supernet(DataInfo((1, 8, 8), 10))
+    alpha = torch.randn(2, 14, 8, requires_grad=True)
+    soft = torch.softmax(alpha, -1)
+    picks = torch.randint(0, 8, (2, 14))
+    picks[0, 0] = 0  # one edge picks the zero op
+    hard = torch.nn.functional.one_hot(picks, 8).to(soft.dtype)
+    straight = hard - soft.detach() + soft  # values one-hot, gradient of the softmax
+    kinds = ("normal", "reduce")
+    full = MixingWeights({k: straight[i] for i, k in enumerate(kinds)})
+    sparse = MixingWeights(full.weights, chosen={k: tuple(picks[i].tolist()) for i, k in enumerate(kinds)})
+    x = torch.randn(4, 1, 8, 8)
+    out_full, out_sparse = net(x, full), net(x, sparse)
+    assert torch.allclose(out_full, out_sparse, atol=1e-5)
+    g, = torch.autograd.grad(out_sparse.square().sum(), alpha)
+    assert g.abs().sum() > 0

@@ -3,8 +3,6 @@ intermediate nodes and a concatenated output, stacked with reduction cells at 1/
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import attrs
 import torch
 import torch.nn.functional as F
@@ -12,7 +10,7 @@ from torch import Tensor, nn
 
 from nas_core.errors import GenotypeError
 from nas_core.genotype import Cell, Genotype
-from nas_core.interfaces import ArchSpec, DataInfo, SearchSpace, Supernet
+from nas_core.interfaces import ArchSpec, DataInfo, MixingWeights, SearchSpace, Supernet
 from nas_darts.ops import CNN_OPS, FactorizedReduce, PreActivated, make_op, relu_conv_bn
 
 NUM_INPUTS = 2
@@ -55,12 +53,18 @@ class MixedEdge(nn.Module):
 
     def __init__(self, ops: tuple[str, ...], channels: int, stride: int):
         super().__init__()
+        self.stride = stride
         live = [(col, name) for col, name in enumerate(ops) if name != "none"]
         self.columns = [col for col, _ in live]
         self.ops = nn.ModuleList(make_op(name, channels, stride, affine=False, search=True) for _, name in live)
         self.preactivated = [isinstance(op, PreActivated) for op in self.ops]
 
-    def forward(self, x: Tensor, relu_x: Tensor, weights: Tensor) -> Tensor:
+    def forward(self, x: Tensor, relu_x: Tensor, weights: Tensor, chosen: int | None = None) -> Tensor:
+        if chosen is not None:  # hard sampling: only the chosen op runs
+            if chosen not in self.columns:  # the zero op
+                return weights[chosen] * x[:, :, ::self.stride, ::self.stride].mul(0.0)
+            i = self.columns.index(chosen)
+            return weights[chosen] * (self.ops[i].body(relu_x) if self.preactivated[i] else self.ops[i](x))
         out = None
         for col, op, pre in zip(self.columns, self.ops, self.preactivated):
             term = weights[col] * (op.body(relu_x) if pre else op(x))
@@ -77,14 +81,14 @@ class SearchCell(nn.Module):
         self.edges = nn.ModuleList(
             MixedEdge(opts.ops, c, 2 if reduction and src < NUM_INPUTS else 1) for src, _ in cell_edges(opts.nodes))
 
-    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor) -> Tensor:
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, chosen: tuple[int, ...] | None) -> Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
         relus = [F.relu(s) for s in states]  # shared by every conv op reading the node
         row = 0
         for j in range(self.nodes):
             node = None
             for x, rx in zip(states, relus):
-                term = self.edges[row](x, rx, weights[row])
+                term = self.edges[row](x, rx, weights[row], None if chosen is None else chosen[row])
                 node = term if node is None else node + term
                 row += 1
             states.append(node)
@@ -123,10 +127,12 @@ class DartsCnnSupernet(Supernet, _Stack):
         super().__init__()
         self._build(opts, data, lambda *a: SearchCell(opts, *a), lambda reduction: opts.nodes)
 
-    def forward(self, x: Tensor, arch_weights: Mapping[str, Tensor]) -> Tensor:
+    def forward(self, x: Tensor, arch_weights: MixingWeights) -> Tensor:
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            s0, s1 = s1, cell(s0, s1, arch_weights["reduce" if cell.reduction else "normal"])
+            kind = "reduce" if cell.reduction else "normal"
+            chosen = arch_weights.chosen[kind] if arch_weights.chosen is not None else None
+            s0, s1 = s1, cell(s0, s1, arch_weights[kind], chosen)
         return self._head(s1)
 
 

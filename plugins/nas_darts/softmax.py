@@ -6,7 +6,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
-from nas_core.interfaces import ArchSpec, Relaxation
+from nas_core.interfaces import ArchSpec, MixingWeights, Relaxation
 
 
 @attrs.frozen
@@ -24,8 +24,8 @@ class SoftmaxRelaxation(Relaxation):
             for cell_type in spec.edges
         })
 
-    def weights(self) -> dict[str, Tensor]:
-        return {k: torch.softmax(a, dim=-1) for k, a in self.alphas.items()}
+    def weights(self) -> MixingWeights:
+        return MixingWeights({k: torch.softmax(a, dim=-1) for k, a in self.alphas.items()})
 
     def strengths(self) -> dict[str, Tensor]:
         with torch.no_grad():
