@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import logging
 from pathlib import Path
 from typing import Any
@@ -104,8 +105,8 @@ def list_names(pattern: str) -> int:
             entry = registry.get(name)
             print(f"{kind:13s} {name:16s} {entry.plugin:12s} {entry.doc}")
     for name in sorted(registries.presets):
-        if Path(name).match(pattern) or pattern == "*":
-            mapping, plugin, doc = registries.presets[name]
+        if fnmatch.fnmatch(name, pattern):
+            _, plugin, doc = registries.presets[name]
             print(f"{'preset':13s} {name:16s} {plugin:12s} {doc}")
     return 0
 
