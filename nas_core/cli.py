@@ -37,6 +37,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    for name, help_text in (("train", "train a cell from scratch and test it"),
+                            ("transfer", "train a cell on another task (see `nas list` for targets)")):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--genotype", help="genotype JSON or DARTS text file, search run directory, or registered "
+                                            "name (darts_v1, darts_v2, ...)")
+        if name == "transfer":
+            cmd.add_argument("--target", help="evaluator name, e.g. imagenet, cifar100")
+        _config_args(cmd)
+        cmd.add_argument("--out", help="run directory (default: runs/<space>-<kind>-<dataset>-seed<N>-<time>)")
+        cmd.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+        cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    der = sub.add_parser("derive", help="derive a genotype from a search checkpoint's architecture parameters")
+    der.add_argument("source", metavar="RUN_DIR|CHECKPOINT")
+    der.add_argument("--discretizer", help="discretizer name (default: the run's)")
+    der.add_argument("--k", type=int, help="inputs kept per node (discretizers with a k option)")
+    der.add_argument("--out", help="genotype JSON to write (default: beside the checkpoint)")
+
+    shw = sub.add_parser("show", help="print a genotype in DARTS text form and draw its cells (DOT, PNG, SVG)")
+    shw.add_argument("genotype", metavar="GENOTYPE", help="file, search run directory or registered name")
+    shw.add_argument("--out", metavar="PREFIX", help="output prefix (default: the genotype's name)")
+
     sub.add_parser("plugins", help="list plugins, their distributions and what they registered")
     lst = sub.add_parser("list", help="list registered components and presets by name")
     lst.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'darts_*'")
@@ -75,8 +97,8 @@ def _setup_console_logging() -> None:
 def _dispatch(args: argparse.Namespace) -> int:
     from nas_core import commands
 
-    if args.command == "run":
-        return commands.run(args)
+    if args.command in ("run", "train", "transfer", "derive", "show"):
+        return getattr(commands, args.command)(args)
     if args.command == "plugins":
         return commands.plugins()
     if args.command == "list":

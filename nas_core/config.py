@@ -39,6 +39,28 @@ class SearchSettings:
 
 
 @attrs.frozen
+class TrainSettings:
+    """Training a discrete network from scratch (``nas train``, ``nas transfer``)."""
+
+    epochs: int = 600
+    batch_size: int = 96
+    lr: float = 0.025
+    lr_min: float = 0.0  # cosine schedule ends here
+    lr_schedule: str = attrs.field(default="cosine", validator=attrs.validators.in_(("cosine", "step")))
+    lr_gamma: float = 0.97  # "step": lr *= lr_gamma after every epoch (the DARTS ImageNet schedule)
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0  # max L2 norm of the gradient (0: off)
+    drop_path: float = 0.2  # drop-path probability at the last epoch, ramped linearly from 0
+    aux_weight: float = 0.4  # weight of the auxiliary head's loss (with network.auxiliary)
+    cutout: int = 16  # side of the cutout square in pixels (0: off)
+    label_smoothing: float = 0.0
+    workers: int = 0
+    max_steps_per_epoch: int | None = None
+    eval_every: int = 1  # evaluate on the test set every N epochs (and always after the last)
+
+
+@attrs.frozen
 class Component:
     """A registered component chosen by name, with its validated options (or None)."""
 
@@ -57,19 +79,21 @@ class Config:
     optimizer: Component
     discretizer: Component
     search: SearchSettings
+    network: Any  # options of the space for the evaluation network (same class as space.options)
+    train: TrainSettings
 
 
 # section -> registry attribute
 COMPONENTS = {"dataset": "datasets", "space": "spaces", "relaxation": "relaxations",
               "optimizer": "optimizers", "discretizer": "discretizers"}
 SCALARS: dict[str, Any] = {"seed": int, "device": str, "data_root": str | None}
-SETTINGS = {"search": SearchSettings}
-TOP_KEYS = sorted([*SCALARS, *COMPONENTS, *SETTINGS])
+SETTINGS = {"search": SearchSettings, "train": TrainSettings}
+TOP_KEYS = sorted([*SCALARS, *COMPONENTS, *SETTINGS, "network"])
 
 BASE: dict[str, Any] = {
     "seed": 0, "device": "auto", "data_root": None,
     "dataset": {"name": "digits"}, "space": {"name": "darts_cnn"}, "relaxation": {"name": "softmax"},
-    "optimizer": {"name": "darts_2nd"}, "discretizer": {"name": "topk"}, "search": {},
+    "optimizer": {"name": "darts_2nd"}, "discretizer": {"name": "topk"}, "search": {}, "network": {}, "train": {},
 }
 
 
@@ -154,6 +178,7 @@ def resolve(registries: Registries, layers: list[Layer], *, preset: str | None =
         values[key] = _build_attrs(cls, _section(all_layers, key), key)
     for key, attr in COMPONENTS.items():
         values[key] = _build_component(getattr(registries, attr), key, all_layers)
+    values["network"] = _build_component(registries.spaces, "network", all_layers, name_key="space").options
     return Config(**values)
 
 
@@ -182,13 +207,15 @@ def _mapping(layer: Layer, key: str) -> Mapping[str, Any]:
     return section
 
 
-def _build_component(registry: Any, key: str, layers: list[Layer]) -> Component:
+def _build_component(registry: Any, key: str, layers: list[Layer], name_key: str | None = None) -> Component:
     """A preset (non-strict layer) sets options for the component it names; they carry over to
     the chosen component only if both take the same options class (darts_1st and darts_2nd do,
-    a third-party space with a field of the same name does not)."""
+    a third-party space with a field of the same name does not). ``name_key``: the section that
+    names the component, when not ``key`` itself (``network`` takes the options of ``space``)."""
+    name_key = name_key or key
     name = None
     for layer in layers:
-        name = _mapping(layer, key).get("name", name)
+        name = _mapping(layer, name_key).get("name", name)
     if not isinstance(name, str):
         raise ConfigError(f"{key}.name must be a string, got {name!r}")
     entry = registry.get(name)
@@ -196,11 +223,11 @@ def _build_component(registry: Any, key: str, layers: list[Layer]) -> Component:
     named = None  # the component named so far, layer by layer
     for layer in layers:
         section = _mapping(layer, key)
-        named = section.get("name", named)
+        named = _mapping(layer, name_key).get("name", named)
         if not layer.strict and (named not in registry or registry.get(named).options is not entry.options):
             continue
         for k, v in section.items():
-            if k != "name":
+            if k != "name" or name_key != key:
                 merged[str(k)] = (v, layer.source)
     if entry.options is None:
         if merged:
@@ -297,6 +324,7 @@ def to_dict(config: Config) -> dict[str, Any]:
         out[key] = {"name": comp.name, **opts}
     for key in SETTINGS:
         out[key] = attrs.asdict(getattr(config, key))
+    out["network"] = attrs.asdict(config.network) if config.network is not None else {}
     return out
 
 

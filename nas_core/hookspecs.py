@@ -62,6 +62,14 @@ def nas_register_evaluators(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def nas_register_genotypes(register: Callable[..., None]) -> None:
+    """Register published cells by name: ``register(name, genotype, doc=...)``.
+
+    ``genotype`` is a :class:`~nas_core.genotype.Genotype`; ``nas train --genotype NAME`` finds it.
+    """
+
+
+@hookspec
 def nas_register_presets(register: Callable[..., None]) -> None:
     """Register config presets: ``register(name, mapping, doc=...)``.
 

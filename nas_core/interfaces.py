@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -166,11 +167,28 @@ class Discretizer(ABC):
 
 
 class Evaluator(ABC):
-    """Trains a discrete genotype on a task and reports its metrics.
+    """A target task for a discrete genotype (transfer evaluation). Built as ``factory(options)``.
 
-    Built as ``factory(options)``; the train-from-scratch and transfer commands use these.
+    By default the cell is trained from scratch by the core train engine under the config this
+    evaluator contributes; an evaluator that needs its own loop (language models) overrides
+    :meth:`prepare` and :meth:`run`.
     """
 
     @abstractmethod
-    def evaluate(self, genotype: Genotype, *, run_dir: Any, device: torch.device) -> dict[str, float]:
-        """Train and test ``genotype``; write results under ``run_dir``; return metrics."""
+    def config_layer(self) -> Mapping[str, Any]:
+        """The target's settings in the config layout (``dataset``, ``network``, ``train``), applied
+        over the preset and under the user's config files and flags."""
+
+    def prepare(self, genotype: Genotype, *, registries: Any, config: Any) -> Any:
+        """Load data and build the network; raise NasError on bad input (before anything is written)."""
+        from nas_core.train import prepare_training
+
+        return prepare_training(registries, config, genotype)
+
+    def run(self, prepared: Any, *, run_dir: Path, plugin_manager: Any, resume: bool,
+            progress: bool | None) -> dict[str, Any]:
+        """Train and test; write results under ``run_dir``; return the results."""
+        from nas_core.train import run_training
+
+        return run_training(prepared, pm=plugin_manager, run_dir=run_dir, resume=resume, progress=progress,
+                            phase="transfer")

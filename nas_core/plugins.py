@@ -41,6 +41,7 @@ class Registries:
     datasets: Registry
     evaluators: Registry
     presets: dict[str, tuple[dict[str, Any], str, str]]  # name -> (mapping, plugin, doc)
+    genotypes: dict[str, tuple[Any, str, str]]  # name -> (Genotype, plugin, doc)
 
 
 def _env_list(var: str) -> list[str]:
@@ -101,9 +102,13 @@ def distribution_of(plugin_name: str) -> str:
 
 def collect_registries(pm: pluggy.PluginManager) -> Registries:
     """Call every registration hook, one plugin at a time so each item knows its plugin."""
+    from nas_core.genotype import Genotype
+
     regs: dict[str, Any] = {attr: Registry(kind) for attr, (_, kind) in REGISTRATION_HOOKS.items()}
-    presets: dict[str, tuple[dict[str, Any], str, str]] = {}
+    values: dict[str, dict[str, tuple[Any, str, str]]] = {"presets": {}, "genotypes": {}}
     for plugin_name, plugin in pm.list_name_plugin():
+        if plugin is None:  # blocked
+            continue
         others = [p for p in pm.get_plugins() if p is not plugin]
         for attr, (hook_name, _) in REGISTRATION_HOOKS.items():
             registry = regs[attr]
@@ -114,16 +119,19 @@ def collect_registries(pm: pluggy.PluginManager) -> Registries:
 
             _call(pm, hook_name, others, plugin_name, register)
 
-        def register_preset(name: str, mapping: dict[str, Any], *, doc: str = "", _plugin: str = plugin_name) -> None:
-            if name in presets:
-                raise PluginError(f"preset {name!r} is registered twice: by plugin {presets[name][1]!r} "
-                                  f"and by plugin {_plugin!r}")
-            if not isinstance(mapping, dict):
-                raise PluginError(f"plugin {_plugin!r}: preset {name!r} must be a mapping")
-            presets[name] = (mapping, _plugin, doc)
+        for attr, hook_name, kind, expected in (("presets", "nas_register_presets", "preset", dict),
+                                                 ("genotypes", "nas_register_genotypes", "genotype", Genotype)):
+            def register_value(name: str, value: Any, *, doc: str = "", _plugin: str = plugin_name,
+                               _table: dict = values[attr], _kind: str = kind, _type: type = expected) -> None:
+                if name in _table:
+                    raise PluginError(f"{_kind} {name!r} is registered twice: by plugin {_table[name][1]!r} "
+                                      f"and by plugin {_plugin!r}")
+                if not isinstance(value, _type):
+                    raise PluginError(f"plugin {_plugin!r}: {_kind} {name!r} must be a {_type.__name__}")
+                _table[name] = (value, _plugin, doc)
 
-        _call(pm, "nas_register_presets", others, plugin_name, register_preset)
-    return Registries(**regs, presets=presets)
+            _call(pm, hook_name, others, plugin_name, register_value)
+    return Registries(**regs, **values)
 
 
 def _call(pm: pluggy.PluginManager, hook_name: str, others: list[object], plugin_name: str, register: Any) -> None:

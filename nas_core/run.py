@@ -29,12 +29,14 @@ class RunInfo:
     plugin_manager: pluggy.PluginManager
     phase: str = "search"
     start_epoch: int = 0  # the next epoch to run (> 0 when resumed)
+    genotype: Any = None  # the genotype being trained (phase "train"); None during search
     extra: dict[str, Any] = attrs.Factory(dict)  # per-run values plugins share (e.g. paths)
 
 
-def default_run_dir(root: Path, config: Config) -> Path:
+def default_run_dir(root: Path, config: Config, kind: str = "search") -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = root / f"{config.space.name}-{config.optimizer.name}-{config.dataset.name}-seed{config.seed}-{stamp}"
+    method = config.optimizer.name if kind == "search" else kind
+    base = root / f"{config.space.name}-{method}-{config.dataset.name}-seed{config.seed}-{stamp}"
     path, n = base, 1
     while path.exists():
         n += 1

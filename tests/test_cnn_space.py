@@ -114,3 +114,27 @@ def test_hard_sampled_weights_compute_only_the_chosen_op():
     assert torch.allclose(out_full, out_sparse, atol=1e-5)
     g, = torch.autograd.grad(out_sparse.square().sum(), alpha)
     assert g.abs().sum() > 0
+
+
+def test_recompute_and_memory_format_change_no_numbers():
+    """Cell recomputation and channels-last give the loss and gradients of the plain network,
+    also for weights swapped in by functional_call (as the DARTS architect does)."""
+    from torch.func import functional_call
+
+    results = []
+    for channels_last, recompute in ((False, False), (True, False), (False, True), (True, True)):
+        torch.manual_seed(0)
+        space = DartsCnnSpace(DartsCnnOptions(cells=3, channels=4, channels_last=channels_last,
+                                              recompute_cells=recompute))
+        net = space.build_supernet(DataInfo((3, 8, 8), 10)).double()
+        alpha = torch.randn(2, 14, 8, dtype=torch.float64, requires_grad=True)
+        mix = MixingWeights({"normal": torch.softmax(alpha[0], -1), "reduce": torch.softmax(alpha[1], -1)})
+        names = [n for n, _ in net.named_parameters()]
+        shifted = [(p.detach() + 0.01).requires_grad_() for p in net.parameters()]  # like w'
+        x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+        loss = functional_call(net, dict(zip(names, shifted)), (x, mix)).square().mean()
+        grads = torch.autograd.grad(loss, [alpha, *shifted])
+        results.append((loss.detach(), torch.cat([g.reshape(-1) for g in grads])))
+    for loss, grads in results[1:]:
+        assert torch.allclose(loss, results[0][0], rtol=1e-12)
+        assert torch.allclose(grads, results[0][1], rtol=1e-9, atol=1e-12)

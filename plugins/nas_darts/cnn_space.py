@@ -7,6 +7,8 @@ import attrs
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint
 
 from nas_core.errors import GenotypeError
 from nas_core.genotype import Cell, Genotype
@@ -32,6 +34,14 @@ class DartsCnnOptions:
     nodes: int = attrs.field(default=4, validator=attrs.validators.ge(1))  # intermediate nodes per cell
     stem_multiplier: int = attrs.field(default=3, validator=attrs.validators.ge(1))
     ops: tuple[str, ...] = attrs.field(default=CNN_OPS, validator=_check_ops)
+    # channels-last activations: about 2x faster CPU convolutions and pooling here; None = on CPU only
+    channels_last: bool | None = None
+    # recompute each cell's forward during backward: a fraction of the activation memory, more time
+    recompute_cells: bool = False
+    # "cifar": one 3x3 conv; "imagenet": three stride-2 3x3 convs (224 px -> 28 px before the cells)
+    stem: str = attrs.field(default="cifar", validator=attrs.validators.in_(("cifar", "imagenet")))
+    # discrete networks only: an auxiliary classifier after the cell at 2/3 depth (training mode)
+    auxiliary: bool = False
 
 
 def reduction_layers(cells: int) -> set[int]:
@@ -101,12 +111,21 @@ class _Stack(nn.Module):
     """Stem, cells and classifier head shared by the search and the discrete network."""
 
     def _build(self, opts: DartsCnnOptions, data: DataInfo, make_cell, multiplier) -> None:
-        c = opts.channels
-        c_stem = opts.stem_multiplier * c
-        self.stem = nn.Sequential(nn.Conv2d(data.input_shape[0], c_stem, 3, padding=1, bias=False),
-                                  nn.BatchNorm2d(c_stem))
-        c_pp, c_p, c_cur = c_stem, c_stem, c
-        reduce_at, reduction_prev = reduction_layers(opts.cells), False
+        c, in_ch = opts.channels, data.input_shape[0]
+        if opts.stem == "imagenet":
+            self.stem = nn.Sequential(
+                nn.Conv2d(in_ch, c // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU(),
+                nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c))
+            self.stem1 = nn.Sequential(nn.ReLU(), nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False),
+                                       nn.BatchNorm2d(c))
+            c_pp, c_p, reduction_prev = c, c, True  # s0 is at twice the resolution of s1
+        else:
+            c_stem = opts.stem_multiplier * c
+            self.stem = nn.Sequential(nn.Conv2d(in_ch, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
+            self.stem1 = None
+            c_pp, c_p, reduction_prev = c_stem, c_stem, False
+        c_cur, reduce_at = c, reduction_layers(opts.cells)
+        self.aux_after = 2 * opts.cells // 3
         self.cells = nn.ModuleList()
         for i in range(opts.cells):
             reduction = i in reduce_at
@@ -115,24 +134,54 @@ class _Stack(nn.Module):
             self.cells.append(make_cell(c_pp, c_p, c_cur, reduction, reduction_prev))
             reduction_prev = reduction
             c_pp, c_p = c_p, multiplier(reduction) * c_cur
+            if i == self.aux_after:
+                self.aux_channels = c_p
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(c_p, data.num_classes)
+
+    def _stems(self, x: Tensor, channels_last: bool | None) -> tuple[Tensor, Tensor]:
+        if channels_last or (channels_last is None and x.device.type == "cpu"):
+            x = x.contiguous(memory_format=torch.channels_last)  # later layers keep the format
+        s0 = self.stem(x)
+        return (s0, self.stem1(s0)) if self.stem1 is not None else (s0, s0)
 
     def _head(self, s1: Tensor) -> Tensor:
         return self.classifier(self.global_pool(s1).flatten(1))
 
 
+
+def recompute(module: nn.Module, *args: object) -> Tensor:
+    """``module(*args)`` without keeping its activations: they are recomputed in the backward pass.
+
+    The module's parameters go in as explicit inputs, so the recomputation uses the tensors of
+    this call even under ``torch.func.functional_call``, which swaps them back before backward
+    runs. Buffers are captured instead (BN updates them in place); their running statistics
+    therefore see each batch twice, which only matters for eval-mode numbers.
+    """
+    params = dict(module.named_parameters())
+    buffers = dict(module.named_buffers())
+    names = list(params)
+
+    def run(*flat: object) -> Tensor:
+        tensors = {**buffers, **dict(zip(names, flat[:len(names)]))}
+        return functional_call(module, tensors, tuple(flat[len(names):]))
+
+    return checkpoint(run, *params.values(), *args, use_reentrant=False)
+
+
 class DartsCnnSupernet(Supernet, _Stack):
     def __init__(self, opts: DartsCnnOptions, data: DataInfo):
         super().__init__()
+        self.channels_last, self.recompute_cells = opts.channels_last, opts.recompute_cells
         self._build(opts, data, lambda *a: SearchCell(opts, *a), lambda reduction: opts.nodes)
 
     def forward(self, x: Tensor, arch_weights: MixingWeights) -> Tensor:
-        s0 = s1 = self.stem(x)
+        s0, s1 = self._stems(x, self.channels_last)
         for cell in self.cells:
             kind = "reduce" if cell.reduction else "normal"
             chosen = arch_weights.chosen[kind] if arch_weights.chosen is not None else None
-            s0, s1 = s1, cell(s0, s1, arch_weights[kind], chosen)
+            args = (s0, s1, arch_weights[kind], chosen)
+            s0, s1 = s1, recompute(cell, *args) if self.recompute_cells and torch.is_grad_enabled() else cell(*args)
         return self._head(s1)
 
 
@@ -168,22 +217,48 @@ class DiscreteCell(nn.Module):
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 
+class AuxiliaryHead(nn.Module):
+    """The auxiliary classifier of the DARTS evaluation networks (on 8x8 CIFAR or 7x7 ImageNet maps)."""
+
+    def __init__(self, channels: int, num_classes: int, pool_stride: int):
+        super().__init__()
+        self.pool = nn.AvgPool2d(5, stride=pool_stride, padding=0, count_include_pad=False)
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 128, 1, bias=False), nn.BatchNorm2d(128), nn.ReLU(),
+            nn.Conv2d(128, 768, 2, bias=False), nn.BatchNorm2d(768), nn.ReLU(), nn.AdaptiveAvgPool2d(1))
+        self.classifier = nn.Linear(768, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = F.relu(x)
+        # maps smaller than the 5x5 window (tiny inputs such as digits) are pooled to 2x2 instead
+        x = self.pool(x) if min(x.shape[-2:]) >= 5 else F.adaptive_avg_pool2d(x, 2)
+        return self.classifier(self.features(x).flatten(1))
+
+
 class DartsCnnNetwork(_Stack):
-    """The discrete network of a genotype; ``drop_path_prob`` is set by the trainer."""
+    """The discrete network of a genotype. The trainer sets ``drop_path_prob``; in training
+    mode with ``auxiliary`` the forward returns ``(logits, auxiliary_logits)``."""
 
     def __init__(self, opts: DartsCnnOptions, genotype: Genotype, data: DataInfo):
         super().__init__()
         self.drop_path_prob = 0.0
+        self.channels_last = opts.channels_last
         self._build(opts, data,
                     lambda c_pp, c_p, c, red, red_prev: DiscreteCell(
                         genotype.cells["reduce" if red else "normal"], c_pp, c_p, c, red, red_prev),
                     lambda reduction: len(genotype.cells["reduce" if reduction else "normal"].concat))
+        self.auxiliary_head = (AuxiliaryHead(self.aux_channels, data.num_classes, 2 if opts.stem == "imagenet" else 3)
+                               if opts.auxiliary else None)
 
-    def forward(self, x: Tensor) -> Tensor:
-        s0 = s1 = self.stem(x)
-        for cell in self.cells:
+    def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        s0, s1 = self._stems(x, self.channels_last)
+        aux = None
+        for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_prob)
-        return self._head(s1)
+            if i == self.aux_after and self.auxiliary_head is not None and self.training:
+                aux = self.auxiliary_head(s1)
+        logits = self._head(s1)
+        return (logits, aux) if aux is not None else logits
 
 
 class DartsCnnSpace(SearchSpace):

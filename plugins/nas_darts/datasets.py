@@ -118,3 +118,45 @@ def cifar10(options: CifarOptions, *, root: Path | None = None) -> TaskData:
 def cifar100(options: CifarOptions, *, root: Path | None = None) -> TaskData:
     """CIFAR-100 (torchvision, python version) from --data-root; never downloads."""
     return _cifar("cifar100", options, root)
+
+
+@attrs.frozen
+class ImageFolderOptions:
+    train_dir: str = "train"  # class folders of training images under --data-root
+    test_dir: str = "val"  # class folders of test images (ImageNet's validation set)
+    image_size: int = 224  # training crop and test centre crop
+    resize: int = 256  # test images are resized to this before the centre crop
+    color_jitter: float = 0.4  # brightness/contrast/saturation jitter of training images (0: off)
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def imagefolder(options: ImageFolderOptions, *, root: Path | None = None) -> TaskData:
+    """Any ImageFolder tree (ImageNet layout: ROOT/train/CLASS/*.jpg, ROOT/val/CLASS/*.jpg), via torchvision."""
+    layout = f"{root or '<data-root>'}/{options.train_dir}/<class>/<image> and .../{options.test_dir}/<class>/<image>"
+    if root is None:
+        raise DataError(f"dataset 'imagefolder' needs --data-root, laid out as {layout}")
+    norm = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
+    jitter = options.color_jitter
+    train_tf = transforms.Compose([
+        transforms.RandomResizedCrop(options.image_size), transforms.RandomHorizontalFlip(),
+        *([transforms.ColorJitter(jitter, jitter, jitter, 0.2)] if jitter else []), transforms.ToTensor(), norm])
+    test_tf = transforms.Compose([transforms.Resize(options.resize), transforms.CenterCrop(options.image_size),
+                                  transforms.ToTensor(), norm])
+    for sub in (options.train_dir, options.test_dir):
+        if not (Path(root) / sub).is_dir():
+            raise DataError(f"dataset 'imagefolder': {Path(root) / sub} is not a directory; expected {layout}")
+    splits = []
+    for sub, tf in ((options.train_dir, train_tf), (options.test_dir, test_tf)):
+        folder = Path(root) / sub
+        try:
+            splits.append(datasets.ImageFolder(str(folder), transform=tf))
+        except (FileNotFoundError, RuntimeError) as e:  # no class folders, or no images in them
+            raise DataError(f"dataset 'imagefolder' in {folder}: {e}; expected {layout}") from None
+    train, test = splits
+    if train.classes != test.classes:
+        raise DataError(f"dataset 'imagefolder': the classes of {options.train_dir}/ and {options.test_dir}/ "
+                        f"differ ({len(train.classes)} vs {len(test.classes)} folders)")
+    return TaskData(train=train, test=test, info=DataInfo((3, options.image_size, options.image_size),
+                                                          len(train.classes)))

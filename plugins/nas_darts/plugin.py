@@ -7,6 +7,7 @@ from importlib import resources
 
 import yaml
 
+from nas_core.genotype import Genotype
 from nas_core.hookspecs import hookimpl
 from nas_darts import architect, datasets
 from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace
@@ -41,6 +42,16 @@ def nas_register_datasets(register: Callable[..., None]) -> None:
     register("digits", datasets.digits)
     register("cifar10", datasets.cifar10, options=datasets.CifarOptions)
     register("cifar100", datasets.cifar100, options=datasets.CifarOptions)
+    register("imagefolder", datasets.imagefolder, options=datasets.ImageFolderOptions)
+
+
+@hookimpl
+def nas_register_genotypes(register: Callable[..., None]) -> None:
+    for name, doc in (("darts_v1", "DARTS (first order) CIFAR-10 cell, Liu et al. 2019"),
+                      ("darts_v2", "DARTS (second order) CIFAR-10 cell, Liu et al. 2019: 2.76 % error, 3.3 M params"),
+                      ("darts_rnn", "DARTS recurrent cell found on PTB, Liu et al. 2019")):
+        text = resources.files("nas_darts").joinpath("genotypes", f"{name}.json").read_text()
+        register(name, Genotype.from_json(text, source=f"nas_darts/genotypes/{name}.json"), doc=doc)
 
 
 @hookimpl

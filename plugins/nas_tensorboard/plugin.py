@@ -48,6 +48,15 @@ class TensorBoardMonitor:
         self.run = run
         self.prefix = run.phase
         self.writer = SummaryWriter(str(run.dir / TENSORBOARD_DIR))
+        if run.genotype is not None:  # training a fixed cell: draw it once (needs Graphviz's dot)
+            from torchvision.io import ImageReadMode, decode_png
+
+            from nas_core.draw import png_bytes
+
+            for cell_type, png in png_bytes(run.genotype).items():
+                self.writer.add_image(f"cell/{cell_type}", decode_png(torch.frombuffer(bytearray(png), dtype=torch.uint8),
+                                                                     mode=ImageReadMode.RGB))
+            self.writer.add_text("genotype", "```\n" + run.genotype.to_json() + "```", 0)
 
     @hookimpl
     def nas_step_end(self, run: RunInfo, step: int, metrics: Mapping[str, float]) -> None:

@@ -1,0 +1,1 @@
+"""A deliberately straightforward DARTS engine: the baseline the benchmarks compare against."""

@@ -1,0 +1,238 @@
+"""Seconds, peak memory and FLOPs of one DARTS search step: our engine against the textbook
+reference in benchmarks/reference/, each measurement in a fresh subprocess.
+
+    python benchmarks/search_step.py                 # paper search config, CPU: table + ratios
+    python benchmarks/search_step.py --scaling       # also batch 16/32/64 x 5/8 cells
+    python benchmarks/search_step.py --smoke         # tiny config, 1 step (CI)
+    python benchmarks/search_step.py --device cuda --json results.json
+
+Figures from one run are comparable with each other; machines and days differ, so report
+ratios from the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ENGINES = ("reference", "ours", "ours_recompute")
+MODES = ("weight", "darts_1st", "darts_2nd")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# one measurement (runs in its own process)
+# ---------------------------------------------------------------------------------------------
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _build(engine: str, mode: str, cfg: dict, device):
+    """A ``step()`` closure for one engine and mode, and a forward function for FLOP counting."""
+    import torch
+
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(1)
+    size, in_ch = cfg["image"], 3
+    batches = [(torch.randn(cfg["batch"], in_ch, size, size, generator=gen).to(device),
+                torch.randint(0, 10, (cfg["batch"],), generator=gen).to(device)) for _ in range(2)]
+    train, val = batches
+    if engine == "reference":
+        from benchmarks.reference import textbook
+
+        net = textbook.Network(c=cfg["channels"], cells=cfg["cells"], in_channels=in_ch).to(device)
+        net.alphas = [a.to(device).detach().requires_grad_(True) for a in net.alphas]
+        w_opt = torch.optim.SGD(net.parameters(), lr=0.025, momentum=0.9, weight_decay=3e-4)
+        architect = textbook.Architect(net)
+
+        def step():
+            if mode != "weight":
+                architect.step(train, val, 0.025, w_opt, unrolled=mode == "darts_2nd")
+            textbook.weight_step(net, train, w_opt)
+
+        return step, lambda: net(train[0]), lambda flag: None
+
+    from nas_core.interfaces import DataInfo
+    from nas_darts.architect import DartsOptions, DartsOptimizer
+    from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace
+    from nas_darts.softmax import SoftmaxOptions, SoftmaxRelaxation
+
+    space = DartsCnnSpace(DartsCnnOptions(cells=cfg["cells"], channels=cfg["channels"],
+                                          recompute_cells=engine == "ours_recompute"))
+    net = space.build_supernet(DataInfo((in_ch, size, size), 10)).to(device)
+    relax = SoftmaxRelaxation(SoftmaxOptions(), spec=space.arch_spec()).to(device)
+    opt = DartsOptimizer(DartsOptions(), supernet=net, relaxation=relax, criterion=space.criterion,
+                         epochs=50, second_order=mode == "darts_2nd")
+
+    def step():
+        if mode == "weight":
+            opt.weight_step(train)
+        else:
+            opt.step(train, val)
+
+    def set_recompute(flag: bool) -> None:
+        net.recompute_cells = flag
+
+    return step, lambda: net(train[0], relax.weights()), set_recompute
+
+
+def measure(engine: str, mode: str, cfg: dict) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+    device = torch.device(cfg["device"])
+    cuda = device.type == "cuda"
+    step, forward, set_recompute = _build(engine, mode, cfg, device)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    base_rss = _rss_mb()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        base_cuda = torch.cuda.memory_allocated() / 2**20
+    for _ in range(cfg["warmup"]):
+        step()
+    sync()
+    times = []
+    for _ in range(cfg["steps"]):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = {"engine": engine, "mode": mode, **cfg, "seconds": statistics.median(times), "all_seconds": times,
+              "peak_rss_mb": peak_rss, "peak_extra_mb": peak_rss - base_rss,
+              "torch_threads": torch.get_num_threads()}
+    if cuda:
+        result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        result["peak_extra_mb"] = result["cuda_peak_mb"] - base_cuda
+        result["device_name"] = torch.cuda.get_device_name(device)
+    with FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
+            forward()
+    result["forward_gflop"] = counter.get_total_flops() / 1e9
+    # FLOPs of the algorithm, without recomputation: counting under checkpointing keeps every
+    # activation alive (the counting mode defeats it) and would not fit in memory
+    set_recompute(False)
+    with FlopCounterMode(display=False) as counter:
+        step()
+    result["step_gflop"] = counter.get_total_flops() / 1e9
+    result["gflops_per_s"] = result["step_gflop"] / result["seconds"]  # useful FLOPs per second
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# the driver
+# ---------------------------------------------------------------------------------------------
+
+def run_one(engine: str, mode: str, cfg: dict, timeout: float) -> dict | None:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", engine, mode, "--config", json.dumps(cfg)]
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        print(f"  {engine}/{mode}: timed out after {timeout:.0f} s", flush=True)
+        return None
+    if proc.returncode != 0:
+        why = "killed (out of memory?)" if proc.returncode < 0 else proc.stderr.strip()[-1500:]
+        print(f"  {engine}/{mode}: failed with exit code {proc.returncode}: {why}", flush=True)
+        return None
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"  {engine:15s} {mode:10s} {result['seconds']:8.3f} s/step", flush=True)
+    return result
+
+
+def print_table(results: list[dict]) -> None:
+    head = f"{'engine':15s} {'mode':10s} {'batch':>5s} {'cells':>5s} {'s/step':>8s} {'peak MB':>8s} {'+MB':>7s} " \
+           f"{'fwd GFLOP':>9s} {'step GFLOP':>10s} {'GFLOP/s':>8s}"
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        peak = r.get("cuda_peak_mb", r["peak_rss_mb"])
+        print(f"{r['engine']:15s} {r['mode']:10s} {r['batch']:5d} {r['cells']:5d} {r['seconds']:8.3f} {peak:8.0f} "
+              f"{r['peak_extra_mb']:7.0f} "
+              f"{r['forward_gflop']:9.2f} {r['step_gflop']:10.2f} {r['gflops_per_s']:8.1f}")
+
+
+def ratios(results: list[dict]) -> dict[str, float]:
+    by = {(r["engine"], r["mode"]): r for r in results}
+    out: dict[str, float] = {}
+    for engine in ("ours", "ours_recompute"):
+        for mode in MODES:
+            if (engine, mode) in by and ("reference", mode) in by:
+                ours, ref = by[engine, mode], by["reference", mode]
+                out[f"{engine}/reference {mode} time"] = ours["seconds"] / ref["seconds"]
+                out[f"{engine}/reference {mode} memory"] = ours["peak_extra_mb"] / ref["peak_extra_mb"]
+        if (engine, "weight") in by:
+            for mode in ("darts_1st", "darts_2nd"):
+                if (engine, mode) in by:
+                    out[f"{engine} {mode}/weight time"] = by[engine, mode]["seconds"] / by[engine, "weight"]["seconds"]
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--cells", type=int, default=8)
+    p.add_argument("--channels", type=int, default=16)
+    p.add_argument("--image", type=int, default=32, help="input height and width")
+    p.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--engines", default=",".join(ENGINES))
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--scaling", action="store_true", help="also ours darts_2nd at batch 16/32/64 x cells 5/8")
+    p.add_argument("--smoke", action="store_true", help="tiny config, one step: checks the script runs")
+    p.add_argument("--json", type=Path, help="write all results here")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
+    p.add_argument("--worker", nargs=2, metavar=("ENGINE", "MODE"), help=argparse.SUPPRESS)
+    p.add_argument("--config", help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    if args.worker:
+        print(json.dumps(measure(*args.worker, json.loads(args.config))))
+        return
+    if args.smoke:
+        args.batch, args.cells, args.channels, args.image, args.steps, args.warmup = 4, 3, 4, 8, 1, 0
+    cfg = {k: getattr(args, k) for k in ("device", "batch", "cells", "channels", "image", "steps", "warmup", "threads")}
+    print(f"search step, darts_cnn: batch {args.batch}, {args.cells} cells, C={args.channels}, "
+          f"{args.image}x{args.image}x3, 10 classes, device {args.device}\n")
+    results = [r for e in args.engines.split(",") for m in args.modes.split(",")
+               if (r := run_one(e, m, cfg, args.timeout)) is not None]
+    print()
+    print_table(results)
+    print()
+    table = ratios(results)
+    for name, value in table.items():
+        print(f"{name:45s} {value:6.2f}x")
+    scaling = []
+    if args.scaling:
+        print("\nscaling: ours darts_2nd")
+        for cells in (5, 8):
+            for batch in (16, 32, 64):
+                r = run_one("ours", "darts_2nd", {**cfg, "cells": cells, "batch": batch}, args.timeout)
+                if r is not None:
+                    scaling.append(r)
+        print_table(scaling)
+    if args.json:
+        args.json.write_text(json.dumps({"results": results, "ratios": table, "scaling": scaling}, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    if any(r is None for r in results) or len(results) < len(args.engines.split(",")) * len(args.modes.split(",")):
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

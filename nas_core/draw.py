@@ -1,0 +1,70 @@
+"""Draw the cells of a genotype with Graphviz: a DOT file always, PNG and SVG when the ``dot``
+program is installed (Debian/Ubuntu: ``apt-get install graphviz``; macOS: ``brew install graphviz``)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import graphviz
+
+from nas_core.checkpoint import write_text_atomic
+from nas_core.genotype import Cell, Genotype
+
+
+def _input_labels(num_inputs: int) -> list[str]:
+    if num_inputs == 2:
+        return ["c_{k-2}", "c_{k-1}"]
+    if num_inputs == 1:
+        return ["x_{t}, h_{t-1}"]
+    return [f"in_{i}" for i in range(num_inputs)]
+
+
+def cell_graph(name: str, cell: Cell) -> graphviz.Digraph:
+    """The cell as a DAG: input nodes, one node per intermediate node, edges labelled by op."""
+    num_inputs = min(cell.concat) if cell.concat else 1
+    out_label = "c_{k}" if num_inputs == 2 else ("h_{t}" if num_inputs == 1 else "out")
+    g = graphviz.Digraph(name, format="png", graph_attr={"rankdir": "LR", "label": name, "labelloc": "t"},
+                         node_attr={"style": "filled", "shape": "rect", "align": "center", "fontname": "helvetica"},
+                         edge_attr={"fontname": "helvetica", "fontsize": "11"})
+    for i, label in enumerate(_input_labels(num_inputs)):
+        g.node(str(i), label, fillcolor="darkseagreen2")
+    for j, node in enumerate(cell.nodes):
+        g.node(str(num_inputs + j), str(num_inputs + j), fillcolor="lightblue")
+        for op, src in node:
+            if op != "none":
+                g.edge(str(src), str(num_inputs + j), label=op, fillcolor="gray")
+    g.node("out", out_label, fillcolor="palegoldenrod")
+    for c in cell.concat:
+        g.edge(str(c), "out", fillcolor="gray")
+    return g
+
+
+def dot_available() -> bool:
+    return shutil.which("dot") is not None
+
+
+def draw(genotype: Genotype, prefix: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    """Write ``PREFIX_<cell>.dot`` for every cell, and the ``formats`` when ``dot`` exists."""
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, cell in genotype.cells.items():
+        g = cell_graph(name, cell)
+        dot_path = prefix.with_name(f"{prefix.name}_{name}.dot")
+        write_text_atomic(dot_path, g.source)
+        written.append(dot_path)
+        if dot_available():
+            for fmt in formats:
+                data = g.pipe(format=fmt)
+                path = dot_path.with_suffix(f".{fmt}")
+                path.write_bytes(data)
+                written.append(path)
+    return written
+
+
+def png_bytes(genotype: Genotype) -> dict[str, bytes]:
+    """PNG of every cell, or {} without ``dot``."""
+    if not dot_available():
+        return {}
+    return {name: cell_graph(name, cell).pipe(format="png") for name, cell in genotype.cells.items()}
