@@ -70,7 +70,7 @@ def _build(engine: str, mode: str, cfg: dict, device):
     from nas_darts.softmax import SoftmaxOptions, SoftmaxRelaxation
 
     space = DartsCnnSpace(DartsCnnOptions(cells=cfg["cells"], channels=cfg["channels"],
-                                          recompute_cells=engine == "ours_recompute"))
+                                          recompute_edges=engine == "ours_recompute"))
     net = space.build_supernet(DataInfo((in_ch, size, size), 10)).to(device)
     relax = SoftmaxRelaxation(SoftmaxOptions(), spec=space.arch_spec()).to(device)
     opt = DartsOptimizer(DartsOptions(), supernet=net, relaxation=relax, criterion=space.criterion,
@@ -83,7 +83,7 @@ def _build(engine: str, mode: str, cfg: dict, device):
             opt.step(train, val)
 
     def set_recompute(flag: bool) -> None:
-        net.recompute_cells = flag
+        net.recompute_edges = flag
 
     return step, lambda: net(train[0], relax.weights()), set_recompute
 

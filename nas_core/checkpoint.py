@@ -66,6 +66,22 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return state
 
 
+def resume_from(path: Path, parts: dict[str, Any]) -> dict[str, Any]:
+    """Load ``path`` into each of ``parts`` (name -> object with ``load_state_dict``) and restore
+    the RNG states; returns the checkpoint. A mismatch is a CheckpointError, not a traceback."""
+    state = load_checkpoint(path)
+    try:
+        for name, part in parts.items():
+            part.load_state_dict(state[name])
+        set_rng_state(state["rng"])
+        if "epoch" not in state or "step" not in state:
+            raise KeyError("epoch")
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        reason = str(e).splitlines()[0][:200] if str(e) else ""
+        raise CheckpointError(f"checkpoint {path} does not match this run ({type(e).__name__}: {reason})") from None
+    return state
+
+
 def rng_state() -> dict[str, Any]:
     version, internal, gauss = random.getstate()
     np_state = np.random.get_state()

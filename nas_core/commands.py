@@ -12,10 +12,12 @@ from typing import Any
 import attrs
 
 from nas_core.checkpoint import load_checkpoint, write_text_atomic
-from nas_core.config import Config, Layer, load_yaml_file, parse_set, resolve, to_yaml
+from nas_core.components import build
+from nas_core.config import Component, Config, Layer, load_yaml_file, parse_set, resolve, to_yaml
 from nas_core.errors import ConfigError, NasError
 from nas_core.genotype import Genotype
 from nas_core.genotype_io import format_darts_text, load_genotype
+from nas_core.interfaces import Discretizer, Evaluator, Relaxation, SearchSpace
 from nas_core.plugins import REGISTRATION_HOOKS, Registries, collect_registries, distribution_of, make_plugin_manager
 from nas_core.run import CHECKPOINT_FILE, CONFIG_FILE, GENOTYPE_FILE, attach_log_file, default_run_dir
 
@@ -54,24 +56,23 @@ def _resumed_config(registries: Registries, args: argparse.Namespace, run_dir: P
     return resolve(registries, layers, preset=None)
 
 
-def _execute(args: argparse.Namespace, kind: str, make_config: Callable[[], Config],
+def _execute(args: argparse.Namespace, kind: str, pm: Any, registries: Registries, make_config: Callable[[], Config],
              prepare: Callable[[Config, Path | None], Any], run: Callable[..., Any],
              write_inputs: Callable[[Path, Any], None] = lambda run_dir, prepared: None) -> tuple[Any, Path]:
     """The shared shape of search, train and transfer: resolve the config, prepare (validating
-    everything), only then create the run directory, run, and keep the log."""
-    pm = make_plugin_manager()
-    registries = collect_registries(pm)
+    everything; ``run_dir`` is given when resuming), only then create the run directory, run,
+    and keep the log."""
     if args.resume:
         run_dir = Path(args.resume)
         config = _resumed_config(registries, args, run_dir)
-        prepared = prepare(registries, config, run_dir)
+        prepared = prepare(config, run_dir)
     else:
-        config = make_config(registries)
+        config = make_config()
         run_dir = Path(args.out) if args.out else default_run_dir(Path("runs"), config, kind)
         if (run_dir / CHECKPOINT_FILE).exists():
             raise NasError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                            f"or choose another --out")
-        prepared = prepare(registries, config, None)  # bad data or options fail before anything is written
+        prepared = prepare(config, None)  # bad data or options fail before anything is written
         run_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(run_dir / CONFIG_FILE, to_yaml(config))  # a run that never finished an epoch is redone
         write_inputs(run_dir, prepared)
@@ -88,11 +89,17 @@ def _execute(args: argparse.Namespace, kind: str, make_config: Callable[[], Conf
     return result, run_dir
 
 
+def _plugins() -> tuple[Any, Registries]:
+    pm = make_plugin_manager()
+    return pm, collect_registries(pm)
+
+
 def run(args: argparse.Namespace) -> int:
     from nas_core.search import prepare_search, run_search
 
-    genotype, run_dir = _execute(args, "search", lambda regs: config_from_args(regs, args),
-                                 lambda regs, config, run_dir: prepare_search(regs, config), run_search)
+    pm, registries = _plugins()
+    genotype, run_dir = _execute(args, "search", pm, registries, lambda: config_from_args(registries, args),
+                                 lambda config, run_dir: prepare_search(registries, config), run_search)
     print(f"\ngenotype ({run_dir / GENOTYPE_FILE}):\n{genotype.to_json()}", end="")
     return 0
 
@@ -106,14 +113,18 @@ def _trained_genotype(registries: Registries, args: argparse.Namespace, run_dir:
     return load_genotype(args.genotype, registries.genotypes)
 
 
+def _save_genotype(run_dir: Path, setup: Any) -> None:
+    write_text_atomic(run_dir / GENOTYPE_FILE, setup.genotype.to_json())
+
+
 def train(args: argparse.Namespace) -> int:
     from nas_core.train import format_results, prepare_training, run_training
 
-    def prepare(registries: Registries, config: Config, run_dir: Path | None) -> Any:
-        return prepare_training(registries, config, _trained_genotype(registries, args, run_dir))
-
-    results, run_dir = _execute(args, "train", lambda regs: config_from_args(regs, args), prepare, run_training,
-                                lambda run_dir, setup: write_text_atomic(run_dir / GENOTYPE_FILE, setup.genotype.to_json()))
+    pm, registries = _plugins()
+    results, run_dir = _execute(
+        args, "train", pm, registries, lambda: config_from_args(registries, args),
+        lambda config, run_dir: prepare_training(registries, config, _trained_genotype(registries, args, run_dir)),
+        run_training, _save_genotype)
     print(f"\n{format_results(results)}  ({run_dir / 'results.json'})")
     return 0
 
@@ -121,35 +132,25 @@ def train(args: argparse.Namespace) -> int:
 def transfer(args: argparse.Namespace) -> int:
     from nas_core.train import format_results
 
-    evaluator_box: dict[str, Any] = {}
-
-    def make_config(registries: Registries) -> Config:
-        if not args.target:
-            raise NasError(f"nas transfer needs --target; valid targets: {', '.join(registries.evaluators.names())}")
-        entry = registries.evaluators.get(args.target)
-        evaluator_box["evaluator"] = evaluator = entry.factory(None)
-        return config_from_args(registries, args, Layer(evaluator.config_layer(), f"target {args.target!r}",
-                                                        strict=False))
-
-    def prepare(registries: Registries, config: Config, run_dir: Path | None) -> Any:
-        if run_dir is not None:
-            raise NasError("a transfer run continues with: nas train --resume RUN_DIR (its config is saved)")
-        return evaluator_box["evaluator"].prepare(_trained_genotype(registries, args, None),
-                                                  registries=registries, config=config)
-
-    def run_it(prepared: Any, **kw: Any) -> Any:
-        return evaluator_box["evaluator"].run(prepared, plugin_manager=kw.pop("pm"), **kw)
-
-    results, run_dir = _execute(args, f"transfer-{args.target}", make_config, prepare, run_it,
-                                lambda run_dir, setup: write_text_atomic(run_dir / GENOTYPE_FILE, setup.genotype.to_json()))
+    pm, registries = _plugins()
+    if args.resume:
+        raise NasError("a transfer run continues with: nas train --resume RUN_DIR (its config is saved there)")
+    if not args.target:
+        raise NasError(f"nas transfer needs --target; valid targets: {', '.join(registries.evaluators.names())}")
+    entry = registries.evaluators.get(args.target)
+    evaluator = build(registries.evaluators, Component(args.target, entry.options() if entry.options else None),
+                      Evaluator)
+    target = Layer(evaluator.config_layer(), f"target {args.target!r}", strict=False)
+    results, run_dir = _execute(
+        args, f"transfer-{args.target}", pm, registries, lambda: config_from_args(registries, args, target),
+        lambda config, run_dir: evaluator.prepare(_trained_genotype(registries, args, None),
+                                                  registries=registries, config=config),
+        lambda prepared, pm, **kw: evaluator.run(prepared, plugin_manager=pm, **kw), _save_genotype)
     print(f"\n{format_results(results)}  ({run_dir / 'results.json'})")
     return 0
 
 
 def derive(args: argparse.Namespace) -> int:
-    from nas_core.components import build
-    from nas_core.interfaces import Discretizer, Relaxation, SearchSpace
-
     source = Path(args.source)
     path = source / CHECKPOINT_FILE if source.is_dir() else source
     state = load_checkpoint(path)
@@ -169,7 +170,8 @@ def derive(args: argparse.Namespace) -> int:
         if options is None or "k" not in attrs.fields_dict(type(options)):
             raise ConfigError(f"--k: discretizer {name!r} has no option 'k'")
         options = attrs.evolve(options, k=args.k)
-    genotype = entry.factory(options).derive(relaxation.strengths(), spec)
+    discretizer = build(registries.discretizers, Component(name, options), Discretizer)
+    genotype = discretizer.derive(relaxation.strengths(), spec)
     if not isinstance(genotype, Genotype):
         raise NasError(f"discretizer {name!r} returned {type(genotype).__name__}, not a Genotype")
     out = Path(args.out) if args.out else path.parent / f"derived_{name}{'' if args.k is None else f'_k{args.k}'}.json"

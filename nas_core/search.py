@@ -17,7 +17,7 @@ from nas_core import checkpoint as ckpt
 from nas_core.components import build
 from nas_core.config import Config, resolve_device, to_dict
 from nas_core.data import epoch_loader, limited, load_task, search_split, to_device
-from nas_core.errors import CheckpointError, ConfigError
+from nas_core.errors import ConfigError
 from nas_core.genotype import Genotype
 from nas_core.interfaces import ArchSpec, BilevelOptimizer, Discretizer, Relaxation, SearchSpace, Supernet
 from nas_core.plugins import Registries
@@ -74,17 +74,10 @@ def run_search(setup: SearchSetup, *, pm: pluggy.PluginManager, run_dir: Path, r
 
     start_epoch, step, genotype = 0, 0, None
     if resume:
-        state = ckpt.load_checkpoint(run_dir / CHECKPOINT_FILE)
-        try:
-            supernet.load_state_dict(state["supernet"])
-            relaxation.load_state_dict(state["relaxation"])
-            optimizer.load_state_dict(state["optimizer"])
-            ckpt.set_rng_state(state["rng"])
-            start_epoch, step = state["epoch"] + 1, state["step"]
-            genotype = Genotype.from_dict(state["genotype"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise CheckpointError(f"checkpoint {run_dir / CHECKPOINT_FILE} does not match this run's "
-                                  f"config ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        state = ckpt.resume_from(run_dir / CHECKPOINT_FILE,
+                                 {"supernet": supernet, "relaxation": relaxation, "optimizer": optimizer})
+        start_epoch, step = state["epoch"] + 1, state["step"]
+        genotype = Genotype.from_dict(state["genotype"])
         log.info("resuming %s at epoch %d", run_dir, start_epoch + 1)
 
     n_params = sum(p.numel() for p in supernet.parameters())

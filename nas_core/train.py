@@ -19,7 +19,7 @@ from nas_core import checkpoint as ckpt
 from nas_core.components import build
 from nas_core.config import Component, Config, TrainSettings, resolve_device, to_dict
 from nas_core.data import epoch_loader, limited, load_task, to_device
-from nas_core.errors import CheckpointError, ConfigError
+from nas_core.errors import ConfigError
 from nas_core.genotype import Genotype
 from nas_core.interfaces import SearchSpace, TaskData
 from nas_core.plugins import Registries
@@ -152,16 +152,9 @@ def run_training(setup: TrainSetup, *, pm: pluggy.PluginManager, run_dir: Path, 
 
     start_epoch, step = 0, 0
     if resume:
-        state = ckpt.load_checkpoint(run_dir / CHECKPOINT_FILE)
-        try:
-            network.load_state_dict(state["network"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            ckpt.set_rng_state(state["rng"])
-            start_epoch, step = state["epoch"] + 1, state["step"]
-        except (KeyError, RuntimeError, ValueError, TypeError) as e:
-            raise CheckpointError(f"checkpoint {run_dir / CHECKPOINT_FILE} does not match this run "
-                                  f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        state = ckpt.resume_from(run_dir / CHECKPOINT_FILE,
+                                 {"network": network, "optimizer": optimizer, "scheduler": scheduler})
+        start_epoch, step = state["epoch"] + 1, state["step"]
         log.info("resuming %s at epoch %d", run_dir, start_epoch + 1)
 
     info = setup.task.info

@@ -125,7 +125,7 @@ def test_recompute_and_memory_format_change_no_numbers():
     for channels_last, recompute in ((False, False), (True, False), (False, True), (True, True)):
         torch.manual_seed(0)
         space = DartsCnnSpace(DartsCnnOptions(cells=3, channels=4, channels_last=channels_last,
-                                              recompute_cells=recompute))
+                                              recompute_edges=recompute))
         net = space.build_supernet(DataInfo((3, 8, 8), 10)).double()
         alpha = torch.randn(2, 14, 8, dtype=torch.float64, requires_grad=True)
         mix = MixingWeights({"normal": torch.softmax(alpha[0], -1), "reduce": torch.softmax(alpha[1], -1)})

@@ -49,7 +49,7 @@ def test_unknown_key_names_key_file_and_valid_keys(registries, tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'optimiser'.*valid keys: data_root, dataset"):
         resolve(registries, [Layer({"optimiser": {}}, "x")])
     with pytest.raises(ConfigError, match=r"unknown key 'space.width'.*valid keys of search space 'darts_cnn': "
-                                          r"auxiliary, cells, channels, channels_last, nodes, ops, recompute_cells"):
+                                          r"auxiliary, cells, channels, channels_last, nodes, ops, recompute_edges"):
         resolve(registries, [Layer({"space": {"width": 3}}, "x")])
 
 

@@ -66,7 +66,7 @@ def test_same_architecture_gradients(second_order):
 
 
 def test_recompute_engine_matches_the_reference_too():
-    ours, ref, ref_opt, train, val = engines(torch.float64, second_order=True, recompute_cells=True)
+    ours, ref, ref_opt, train, val = engines(torch.float64, second_order=True, recompute_edges=True)
     _, g_ours = ours.arch_gradient(train, val)
     textbook.Architect(ref).backward_unrolled(train, val, 0.1, ref_opt)
     assert rel(g_ours, [a.grad for a in ref.alphas]) < 1e-5
