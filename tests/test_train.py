@@ -144,6 +144,9 @@ def test_nas_train_end_to_end_on_digits(tmp_path):
         events.Tags()["scalars"])
     drop = [e.value for e in events.Scalars("train/drop_path_prob")]
     assert drop[0] == 0.0 and drop[1] > 0
+    from nas_core.draw import dot_available
+    if dot_available():  # the cells as images, drawn with Graphviz
+        assert {"cell/normal", "cell/reduce"} <= set(events.Tags()["images"])
 
 
 class InterruptAfterFirstEpoch:

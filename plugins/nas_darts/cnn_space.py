@@ -143,9 +143,11 @@ class _Stack(nn.Module):
         self.classifier = nn.Linear(c_p, data.num_classes)
 
     def _stems(self, x: Tensor, channels_last: bool | None) -> tuple[Tensor, Tensor]:
-        if channels_last or (channels_last is None and x.device.type == "cpu"):
-            x = x.contiguous(memory_format=torch.channels_last)  # later layers keep the format
         s0 = self.stem(x)
+        # converted after the stem: a one-channel input is already "channels last" in both layouts,
+        # so converting it would not carry the format into the cells; later layers keep it
+        if channels_last or (channels_last is None and x.device.type == "cpu"):
+            s0 = s0.contiguous(memory_format=torch.channels_last)
         return (s0, self.stem1(s0)) if self.stem1 is not None else (s0, s0)
 
     def _head(self, s1: Tensor) -> Tensor:

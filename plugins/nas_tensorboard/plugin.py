@@ -49,13 +49,16 @@ class TensorBoardMonitor:
         self.prefix = run.phase
         self.writer = SummaryWriter(str(run.dir / TENSORBOARD_DIR))
         if run.genotype is not None:  # training a fixed cell: draw it once (needs Graphviz's dot)
-            from torchvision.io import ImageReadMode, decode_png
+            import io
+
+            import numpy as np
+            from PIL import Image
 
             from nas_core.draw import png_bytes
 
             for cell_type, png in png_bytes(run.genotype).items():
-                self.writer.add_image(f"cell/{cell_type}", decode_png(torch.frombuffer(bytearray(png), dtype=torch.uint8),
-                                                                     mode=ImageReadMode.RGB))
+                pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+                self.writer.add_image(f"cell/{cell_type}", pixels, dataformats="HWC")
             self.writer.add_text("genotype", "```\n" + run.genotype.to_json() + "```", 0)
 
     @hookimpl
