@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
@@ -112,7 +111,10 @@ class SearchSpace(ABC):
 
     @abstractmethod
     def build_network(self, genotype: Genotype, data: DataInfo) -> nn.Module:
-        """A discrete, freshly initialised network with the cells of ``genotype``."""
+        """A discrete, freshly initialised network with the cells of ``genotype``.
+
+        The train engine sets ``network.drop_path_prob`` each epoch where the attribute exists,
+        and accepts ``(logits, auxiliary_logits)`` from ``forward`` in training mode."""
 
     def criterion(self, output: Tensor, target: Tensor) -> Tensor:
         """The training loss; cross-entropy unless a space says otherwise."""

@@ -19,7 +19,7 @@ from nas_core import checkpoint as ckpt
 from nas_core.components import build
 from nas_core.config import Component, Config, TrainSettings, resolve_device, to_dict
 from nas_core.data import epoch_loader, limited, load_task, to_device
-from nas_core.errors import ConfigError
+from nas_core.errors import ConfigError, DataError
 from nas_core.genotype import Genotype
 from nas_core.interfaces import SearchSpace, TaskData
 from nas_core.plugins import Registries
@@ -132,9 +132,11 @@ def evaluate(network: nn.Module, dataset: Dataset, settings: TrainSettings, devi
             top5 += int((ranked == y[:, None]).any(1).sum())
             count += len(y)
     network.train()
-    out = {"test_top1_error": 1 - top1 / max(count, 1)}
+    if count == 0:
+        raise DataError("the test set is empty")
+    out = {"test_top1_error": 1 - top1 / count}
     if logits.shape[1] > 5:
-        out["test_top5_error"] = 1 - top5 / max(count, 1)
+        out["test_top5_error"] = 1 - top5 / count
     return out
 
 
