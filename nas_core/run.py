@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pluggy
+from tqdm import tqdm
 
 from nas_core.config import Config
 from nas_core.interfaces import ArchSpec
@@ -42,6 +46,25 @@ def default_run_dir(root: Path, config: Config, kind: str = "search") -> Path:
         n += 1
         path = base.with_name(f"{base.name}-{n}")
     return path
+
+
+def run_epoch(batches: Iterable[Any], step: Callable[[Any], dict[str, float]], *, run: RunInfo, first_step: int,
+              total: int, desc: str, progress: bool | None) -> tuple[dict[str, float], int]:
+    """Call ``step`` on each batch under a progress bar, firing ``nas_step_end`` after each;
+    returns the epoch means of the step metrics and the next global step index."""
+    sums: dict[str, float] = defaultdict(float)
+    index = first_step
+    with tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
+              disable=not progress if progress is not None else None) as bar:
+        for batch in batches:
+            metrics = step(batch)
+            for k, v in metrics.items():
+                sums[k] += v
+            run.plugin_manager.hook.nas_step_end(run=run, step=index, metrics=metrics)
+            index += 1
+            bar.set_postfix(loss=f"{metrics.get('train_loss', math.nan):.3f}")
+            bar.update()
+    return {k: v / max(index - first_step, 1) for k, v in sums.items()}, index
 
 
 def attach_log_file(run_dir: Path) -> logging.Handler:

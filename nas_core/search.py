@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-import math
-from collections import defaultdict
 from pathlib import Path
 
 import attrs
 import pluggy
 import torch
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from nas_core import checkpoint as ckpt
 from nas_core.components import build
@@ -21,7 +18,7 @@ from nas_core.errors import ConfigError
 from nas_core.genotype import Genotype
 from nas_core.interfaces import ArchSpec, BilevelOptimizer, Discretizer, Relaxation, SearchSpace, Supernet
 from nas_core.plugins import Registries
-from nas_core.run import CHECKPOINT_FILE, GENOTYPE_FILE, RunInfo
+from nas_core.run import CHECKPOINT_FILE, GENOTYPE_FILE, RunInfo, run_epoch
 
 log = logging.getLogger("nas")
 
@@ -96,18 +93,10 @@ def run_search(setup: SearchSetup, *, pm: pluggy.PluginManager, run_dir: Path, r
             if settings.max_steps_per_epoch is not None:
                 steps = min(steps, settings.max_steps_per_epoch)
             supernet.train()
-            sums: dict[str, float] = defaultdict(float)
-            with tqdm(total=steps, desc=f"epoch {epoch + 1}/{settings.epochs}", leave=False,
-                      disable=not progress if progress is not None else None, dynamic_ncols=True) as bar:
-                for train_batch, val_batch in limited(zip(*loaders), steps):
-                    metrics = optimizer.step(to_device(train_batch, device), to_device(val_batch, device))
-                    for k, v in metrics.items():
-                        sums[k] += v
-                    pm.hook.nas_step_end(run=run, step=step, metrics=metrics)
-                    step += 1
-                    bar.set_postfix(loss=f"{metrics.get('train_loss', math.nan):.3f}")
-                    bar.update()
-            epoch_metrics = {k: v / max(steps, 1) for k, v in sums.items()}
+            epoch_metrics, step = run_epoch(
+                limited(zip(*loaders), steps),
+                lambda batches: optimizer.step(to_device(batches[0], device), to_device(batches[1], device)),
+                run=run, first_step=step, total=steps, desc=f"epoch {epoch + 1}/{settings.epochs}", progress=progress)
             epoch_metrics.update(optimizer.end_epoch())
             if settings.eval_every and (epoch + 1) % settings.eval_every == 0:
                 epoch_metrics.update(evaluate(supernet, relaxation, space, arch_half, config, device, steps))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ import pluggy
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from nas_core import checkpoint as ckpt
 from nas_core.components import build
@@ -23,7 +21,7 @@ from nas_core.errors import ConfigError, DataError
 from nas_core.genotype import Genotype
 from nas_core.interfaces import SearchSpace, TaskData
 from nas_core.plugins import Registries
-from nas_core.run import CHECKPOINT_FILE, RunInfo
+from nas_core.run import CHECKPOINT_FILE, RunInfo, run_epoch
 
 log = logging.getLogger("nas")
 RESULTS_FILE = "results.json"
@@ -168,6 +166,17 @@ def run_training(setup: TrainSetup, *, pm: pluggy.PluginManager, run_dir: Path, 
     run = RunInfo(dir=run_dir, config=config, spec=setup.space.arch_spec(), plugin_manager=pm, phase=phase,
                   start_epoch=start_epoch, genotype=setup.genotype)
     pm.hook.nas_run_start(run=run)
+    def train_step(batch: tuple[Tensor, Tensor]) -> dict[str, float]:
+        x, y = to_device(batch, device)
+        loss, logits = training_loss(network(x), y, criterion, settings.aux_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.grad_clip > 0:
+            nn.utils.clip_grad_norm_(network.parameters(), settings.grad_clip)
+        optimizer.step()
+        return {"train_loss": float(loss.detach()),
+                "train_acc": float((logits.detach().argmax(1) == y).float().mean())}
+
     results: dict[str, Any] = {}
     try:
         for epoch in range(start_epoch, settings.epochs):
@@ -177,28 +186,11 @@ def run_training(setup: TrainSetup, *, pm: pluggy.PluginManager, run_dir: Path, 
                                   stream="train", workers=settings.workers, pin_memory=device.type == "cuda")
             steps = len(loader) if settings.max_steps_per_epoch is None else min(len(loader), settings.max_steps_per_epoch)
             network.train()
-            sums: dict[str, float] = defaultdict(float)
             lr = optimizer.param_groups[0]["lr"]
-            with tqdm(total=steps, desc=f"epoch {epoch + 1}/{settings.epochs}", leave=False,
-                      disable=not progress if progress is not None else None, dynamic_ncols=True) as bar:
-                for x, y in limited(iter(loader), steps):
-                    x, y = to_device((x, y), device)
-                    loss, logits = training_loss(network(x), y, criterion, settings.aux_weight)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if settings.grad_clip > 0:
-                        nn.utils.clip_grad_norm_(network.parameters(), settings.grad_clip)
-                    optimizer.step()
-                    metrics = {"train_loss": float(loss.detach()),
-                               "train_acc": float((logits.detach().argmax(1) == y).float().mean())}
-                    for k, v in metrics.items():
-                        sums[k] += v
-                    pm.hook.nas_step_end(run=run, step=step, metrics=metrics)
-                    step += 1
-                    bar.set_postfix(loss=f"{metrics['train_loss']:.3f}")
-                    bar.update()
+
+            epoch_metrics, step = run_epoch(limited(iter(loader), steps), train_step, run=run, first_step=step,
+                                            total=steps, desc=f"epoch {epoch + 1}/{settings.epochs}", progress=progress)
             scheduler.step()
-            epoch_metrics = {k: v / max(steps, 1) for k, v in sums.items()}
             epoch_metrics.update(lr=lr, drop_path_prob=float(getattr(network, "drop_path_prob", 0.0)))
             last = epoch + 1 == settings.epochs
             if last or (settings.eval_every and (epoch + 1) % settings.eval_every == 0):
