@@ -57,6 +57,6 @@ def nas_register_genotypes(register: Callable[..., None]) -> None:
 @hookimpl
 def nas_register_presets(register: Callable[..., None]) -> None:
     for name, doc in (("demo", "small CPU search on the embedded digits set (default)"),
-                      ("paper", "the DARTS paper's CIFAR-10 search settings")):
+                      ("paper", "the DARTS paper's CIFAR-10 search and evaluation settings")):
         text = resources.files("nas_darts").joinpath("presets", f"{name}.yaml").read_text()
         register(name, yaml.safe_load(text), doc=doc)
