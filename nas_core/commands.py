@@ -156,7 +156,7 @@ def derive(args: argparse.Namespace) -> int:
     state = load_checkpoint(path)
     if "relaxation" not in state:
         raise NasError(f"{path} is not a search checkpoint (it holds no architecture parameters)")
-    registries = collect_registries(make_plugin_manager())
+    _, registries = _plugins()
     config = resolve(registries, [Layer(state["config"], f"config saved in {path}")], preset=None)
     space = build(registries.spaces, config.space, SearchSpace)
     spec = space.arch_spec()
@@ -183,7 +183,7 @@ def derive(args: argparse.Namespace) -> int:
 def show(args: argparse.Namespace) -> int:
     from nas_core.draw import dot_available, draw
 
-    registries = collect_registries(make_plugin_manager())
+    _, registries = _plugins()
     genotype = load_genotype(args.genotype, registries.genotypes)
     print(format_darts_text(genotype))
     prefix = Path(args.out) if args.out else Path(Path(args.genotype).stem if Path(args.genotype).is_file()
@@ -197,8 +197,7 @@ def show(args: argparse.Namespace) -> int:
 
 
 def plugins() -> int:
-    pm = make_plugin_manager()
-    registries = collect_registries(pm)
+    pm, registries = _plugins()
     for name, plugin in sorted(pm.list_name_plugin(), key=lambda t: t[0]):
         if plugin is None:  # blocked
             print(f"{name}  ({distribution_of(name)}) [disabled]")
@@ -219,7 +218,7 @@ def plugins() -> int:
 
 
 def list_names(pattern: str) -> int:
-    registries = collect_registries(make_plugin_manager())
+    _, registries = _plugins()
     for attr, (_, kind) in REGISTRATION_HOOKS.items():
         registry = getattr(registries, attr)
         for name in registry.names(pattern):
@@ -234,7 +233,7 @@ def list_names(pattern: str) -> int:
 
 
 def config_show(args: argparse.Namespace) -> int:
-    registries = collect_registries(make_plugin_manager())
+    _, registries = _plugins()
     print(to_yaml(config_from_args(registries, args)), end="")
     return 0
 

@@ -42,11 +42,16 @@ def stream_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def check_batch_fits(dataset: Dataset, batch_size: int, *, key: str, what: str) -> None:
+    """A ConfigError naming ``key`` when ``dataset`` cannot fill one batch (loaders drop partial batches)."""
+    if len(dataset) < batch_size:
+        raise ConfigError(f"{key}={batch_size} is larger than the {len(dataset)} examples of {what}; lower it")
+
+
 def epoch_loader(dataset: Dataset, *, batch_size: int, seed: int, epoch: int, stream: str, workers: int,
                  shuffle: bool = True, drop_last: bool = True, pin_memory: bool = False) -> DataLoader:
-    if len(dataset) < batch_size and drop_last:
-        raise ConfigError(f"batch size {batch_size} is larger than the {len(dataset)} examples of the "
-                          f"{stream} split; lower search.batch_size")
+    if drop_last:
+        check_batch_fits(dataset, batch_size, key="batch_size", what=f"the {stream} split")
     generator = torch.Generator().manual_seed(stream_seed(seed, epoch, stream))
     sampler = RandomSampler(dataset, generator=generator) if shuffle else None
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,

@@ -13,8 +13,7 @@ from torch.utils.data import Dataset
 from nas_core import checkpoint as ckpt
 from nas_core.components import build
 from nas_core.config import Config, resolve_device, to_dict
-from nas_core.data import epoch_loader, limited, load_task, search_split, to_device
-from nas_core.errors import ConfigError
+from nas_core.data import check_batch_fits, epoch_loader, limited, load_task, search_split, to_device
 from nas_core.genotype import Genotype
 from nas_core.interfaces import ArchSpec, BilevelOptimizer, Discretizer, Relaxation, SearchSpace, Supernet
 from nas_core.plugins import Registries
@@ -55,9 +54,8 @@ def prepare_search(registries: Registries, config: Config) -> SearchSetup:
     discretizer: Discretizer = build(registries.discretizers, config.discretizer, Discretizer)
     weights_half, arch_half = search_split(task.train, config.search.train_portion)
     for half, name in ((weights_half, "weights"), (arch_half, "arch")):
-        if len(half) < config.search.batch_size:
-            raise ConfigError(f"search.batch_size={config.search.batch_size} is larger than the {len(half)} "
-                              f"examples of the {name} half of {config.dataset.name!r}; lower it")
+        check_batch_fits(half, config.search.batch_size, key="search.batch_size",
+                         what=f"the {name} half of {config.dataset.name!r}")
     return SearchSetup(config, device, space, spec, supernet, relaxation, optimizer, discretizer,
                        weights_half, arch_half)
 

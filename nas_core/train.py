@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 from nas_core import checkpoint as ckpt
 from nas_core.components import build
 from nas_core.config import Component, Config, TrainSettings, resolve_device, to_dict
-from nas_core.data import epoch_loader, limited, load_task, to_device
-from nas_core.errors import ConfigError, DataError
+from nas_core.data import check_batch_fits, epoch_loader, limited, load_task, to_device
+from nas_core.errors import DataError
 from nas_core.genotype import Genotype
 from nas_core.interfaces import SearchSpace, TaskData
 from nas_core.plugins import Registries
@@ -108,9 +108,8 @@ def prepare_training(registries: Registries, config: Config, genotype: Genotype)
     task = load_task(registries, config)
     space: SearchSpace = build(registries.spaces, Component(config.space.name, config.network), SearchSpace)
     network = space.build_network(genotype, task.info).to(device)
-    if len(task.train) < config.train.batch_size:
-        raise ConfigError(f"train.batch_size={config.train.batch_size} is larger than the {len(task.train)} "
-                          f"training examples of {config.dataset.name!r}; lower it")
+    check_batch_fits(task.train, config.train.batch_size, key="train.batch_size",
+                     what=f"the training set of {config.dataset.name!r}")
     return TrainSetup(config, device, genotype, space, network, task)
 
 

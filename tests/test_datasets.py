@@ -140,17 +140,22 @@ def test_helper_writes_the_official_python_format(c10, c100):
         assert len(pickle.load(f, encoding="bytes")[b"fine_label_names"]) == 100
 
 
-def test_cifar10_loads_unverified(c10):
-    task = datasets.cifar10(NO_MD5, root=c10.root)
-    assert len(task.train) == 50 and len(task.test) == 7
-    assert task.info.input_shape == (3, 32, 32) and task.info.num_classes == 10
-    for ds, data, labels in ((task.train, c10.train_data, c10.train_labels),
-                             (task.test, c10.test_data, c10.test_labels)):
+def assert_images_round_trip(task, files, mean, std) -> None:
+    """Every image and label comes back exactly, once the normalisation is undone."""
+    for ds, data, labels in ((task.train, files.train_data, files.train_labels),
+                             (task.test, files.test_data, files.test_labels)):
         for i in range(len(ds)):
             x, y = ds[i]
             assert isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.shape == (3, 32, 32)
             assert y == labels[i]
-            assert np.array_equal(as_uint8(x, CIFAR10_MEAN, CIFAR10_STD), data[i].reshape(3, 32, 32)), i
+            assert np.array_equal(as_uint8(x, mean, std), data[i].reshape(3, 32, 32)), i
+
+
+def test_cifar10_loads_unverified(c10):
+    task = datasets.cifar10(NO_MD5, root=c10.root)
+    assert len(task.train) == 50 and len(task.test) == 7
+    assert task.info.input_shape == (3, 32, 32) and task.info.num_classes == 10
+    assert_images_round_trip(task, c10, CIFAR10_MEAN, CIFAR10_STD)
 
 
 def test_cifar10_known_image_channels_and_normalisation(tmp_path):
@@ -178,13 +183,7 @@ def test_cifar100_loads_unverified(c100):
     task = datasets.cifar100(NO_MD5, root=c100.root)
     assert len(task.train) == 12 and len(task.test) == 6
     assert task.info.input_shape == (3, 32, 32) and task.info.num_classes == 100
-    for ds, data, labels in ((task.train, c100.train_data, c100.train_labels),
-                             (task.test, c100.test_data, c100.test_labels)):
-        for i in range(len(ds)):
-            x, y = ds[i]
-            assert x.dtype == torch.float32 and x.shape == (3, 32, 32)
-            assert y == labels[i]  # the fine label, not the coarse one
-            assert np.array_equal(as_uint8(x, CIFAR100_MEAN, CIFAR100_STD), data[i].reshape(3, 32, 32)), i
+    assert_images_round_trip(task, c100, CIFAR100_MEAN, CIFAR100_STD)  # labels: the fine ones
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
