@@ -64,28 +64,36 @@ def _build(engine: str, mode: str, cfg: dict, device):
 
         return step, lambda: net(train[0]), lambda flag: None
 
-    from nas_core.interfaces import DataInfo
+    from nas_core import DataInfo
     from nas_darts.architect import DartsOptions, DartsOptimizer
     from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace
     from nas_darts.softmax import SoftmaxOptions, SoftmaxRelaxation
+    from nas_tasks.classification import ClassificationOptions, ClassificationTask
+    from nas_tasks.image_datasets import LabelledImages
 
+    info = DataInfo((in_ch, size, size), 10)
     space = DartsCnnSpace(DartsCnnOptions(cells=cfg["cells"], channels=cfg["channels"],
                                           recompute_edges=engine == "ours_recompute"))
-    net = space.build_supernet(DataInfo((in_ch, size, size), 10)).to(device)
+    net = space.build_supernet(info).to(device)
     relax = SoftmaxRelaxation(SoftmaxOptions(), spec=space.arch_spec()).to(device)
-    opt = DartsOptimizer(DartsOptions(), supernet=net, relaxation=relax, criterion=space.criterion,
-                         epochs=50, second_order=mode == "darts_2nd")
+    task = ClassificationTask(ClassificationOptions(valid_split=0.0), data=LabelledImages(list(zip(*train)), [], info))
+    opt = DartsOptimizer(DartsOptions(), supernet=net, relaxation=relax, task=task, epochs=50,
+                         second_order=mode == "darts_2nd")
+
+    class Run:  # what a step asks of the run: a generator per stream, the (identity) reduction
+        generator = staticmethod(lambda stream: torch.Generator().manual_seed(0))
+        reduce = staticmethod(list)
 
     def step():
         if mode == "weight":
             opt.weight_step(train)
         else:
-            opt.step(train, val)
+            opt.step(train, val, {}, Run())
 
     def set_recompute(flag: bool) -> None:
         net.recompute_edges = flag
 
-    return step, lambda: net(train[0], relax.weights()), set_recompute
+    return step, lambda: net(train[0], arch_weights=relax.weights()), set_recompute
 
 
 def measure(engine: str, mode: str, cfg: dict) -> dict:

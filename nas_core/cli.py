@@ -1,110 +1,161 @@
-"""The ``nas`` command. Thin: parses arguments and calls the engine; user errors are one line."""
+"""The ``nas`` command. Thin: parses arguments and calls the command; user errors are one line.
+
+A bug (an exception that is not a NasError) is one line too, naming where it came from;
+``--traceback`` or ``NAS_TRACEBACK=1`` shows the whole traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import traceback
+from collections.abc import Iterable, Sequence
 
 from nas_core import __version__
 from nas_core.errors import NasError
 
-
-def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--space", help="search space name (see `nas list`)")
-    p.add_argument("--optimizer", help="bilevel optimizer name, e.g. darts_1st, darts_2nd")
-    p.add_argument("--relaxation", help="relaxation name, e.g. softmax")
-    p.add_argument("--discretizer", help="discretizer name, e.g. topk")
-    p.add_argument("--dataset", help="dataset name, e.g. digits (embedded), cifar10, cifar100")
-    p.add_argument("--data-root", help="directory holding real datasets")
-    p.add_argument("--preset", help="config preset (default: demo; see `nas plugins`)")
-    p.add_argument("--config", action="append", default=[], metavar="FILE", help="YAML config file (repeatable)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override one config key, e.g. --set search.epochs=3 (repeatable)")
-    p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+EXAMPLES = """examples:
+  nas run                                        search with the default preset
+  nas run --optimizer NAME --seed 3 --out runs/first
+  nas run --resume runs/first                    continue an interrupted run
+  nas train --genotype runs/first                train the cell a search found
+  nas list                                       everything plugins registered (a pattern narrows it)
+  nas <command> --help                           the options of one command
+"""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nas", description="Plugin-based neural architecture search.")
+def build_parser(toolkit: object) -> argparse.ArgumentParser:
+    from nas_core import commands
+
+    parser = argparse.ArgumentParser(prog="nas", description="Plugin-based neural architecture search.",
+                                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"nas {__version__}")
+    parser.add_argument("--traceback", action="store_true", help="show the full traceback of any error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_config = toolkit.add_config_arguments
 
-    run = sub.add_parser("run", help="run an architecture search")
-    _config_args(run)
-    run.add_argument("--out", help="run directory (default: runs/<space>-<optimizer>-<dataset>-seed<N>-<time>)")
-    run.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-    for name, help_text in (("train", "train a cell from scratch and test it"),
-                            ("transfer", "train a cell on another task (see `nas list` for targets)")):
-        cmd = sub.add_parser(name, help=help_text)
-        cmd.add_argument("--genotype", help="genotype JSON or DARTS text file, search run directory, or registered "
-                                            "name (darts_v1, darts_v2, ...)")
-        if name == "transfer":
-            cmd.add_argument("--target", help="evaluator name, e.g. imagenet, cifar100")
-        _config_args(cmd)
-        cmd.add_argument("--out", help="run directory (default: runs/<space>-<kind>-<dataset>-seed<N>-<time>)")
+    def run_options(cmd: argparse.ArgumentParser, default_dir: str) -> None:
+        add_config(cmd)
+        cmd.add_argument("--out", help=f"run directory (default: {default_dir})")
         cmd.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
         cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    run = sub.add_parser("run", help="run an architecture search")
+    run_options(run, "runs/<space>-<optimizer>-<dataset>-seed<N>-<time>")
+    run.set_defaults(handler=commands.run)
+
+    train = sub.add_parser("train", help="train a cell from scratch, select on validation, test once")
+    train.add_argument("--genotype", help="genotype JSON or DARTS text file, search run directory, or registered "
+                                          "name (see `nas list`)")
+    run_options(train, "runs/<space>-train-<dataset>-seed<N>-<time>")
+    train.set_defaults(handler=commands.train)
+
+    transfer = sub.add_parser("transfer", help="train a cell on another task (see `nas list` for targets); "
+                                               "continue one with `nas train --resume RUN_DIR`")
+    transfer.add_argument("--genotype", help="as for nas train")
+    transfer.add_argument("--target", help="evaluator name, e.g. imagenet, cifar100")
+    add_config(transfer)
+    transfer.add_argument("--out", help="run directory (default: runs/<space>-transfer-<target>-...)")
+    transfer.add_argument("--no-progress", action="store_true", help="no progress bar")
+    transfer.set_defaults(handler=commands.transfer, resume=None)
+
     der = sub.add_parser("derive", help="derive a genotype from a search checkpoint's architecture parameters")
-    der.add_argument("source", metavar="RUN_DIR|CHECKPOINT")
+    der.add_argument("source", metavar="RUN_DIR|CHECKPOINT", help="a search run directory or its checkpoint.pt")
     der.add_argument("--discretizer", help="discretizer name (default: the run's)")
     der.add_argument("--k", type=int, help="inputs kept per node (discretizers with a k option)")
     der.add_argument("--out", help="genotype JSON to write (default: beside the checkpoint)")
+    der.set_defaults(handler=commands.derive)
 
     shw = sub.add_parser("show", help="print a genotype in DARTS text form and draw its cells (DOT, PNG, SVG)")
     shw.add_argument("genotype", metavar="GENOTYPE", help="file, search run directory or registered name")
     shw.add_argument("--out", metavar="PREFIX", help="output prefix (default: the genotype's name)")
+    shw.set_defaults(handler=commands.show)
 
-    sub.add_parser("plugins", help="list plugins, their distributions and what they registered")
-    lst = sub.add_parser("list", help="list registered components and presets by name")
+    sub.add_parser("plugins", help="list plugins, their distributions and what they registered").set_defaults(
+        handler=commands.plugins)
+    lst = sub.add_parser("list", help="list registered components, presets, genotypes and commands by name")
     lst.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'darts_*'")
+    lst.set_defaults(handler=commands.list_names)
 
     cfg = sub.add_parser("config", help="config tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     show = cfg_sub.add_parser("show", help="print the fully resolved config as YAML")
-    _config_args(show)
+    add_config(show)
+    show.set_defaults(handler=commands.config_show)
+
+    for name, command in sorted(toolkit.registries.commands.items()):
+        cmd = sub.add_parser(name, help=f"{command.help} [plugin {command.plugin}]")
+        if command.configure is not None:
+            command.configure(cmd)
+        cmd.set_defaults(handler=command.run)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None, *, plugins: Iterable[object] = (), autoload: bool | None = None) -> int:
+    """Run ``nas`` with ``argv``; ``plugins`` are registered beside the installed ones (tests,
+    programs embedding nas), ``autoload=False`` loads no installed plugin."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    show_traceback = "--traceback" in argv or os.environ.get("NAS_TRACEBACK", "") not in ("", "0")
     _setup_console_logging()
     try:
-        return _dispatch(args)
+        from nas_core.toolkit import Toolkit
+
+        toolkit = Toolkit.load(plugins, autoload)
+        args = build_parser(toolkit).parse_args(argv)
+        return args.handler(args, toolkit)
     except NasError as e:
+        if show_traceback:
+            raise
         print(f"nas: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if show_traceback:
+            raise
+        print(f"nas: error: unexpected {type(e).__name__} in {_origin(e)}: {_first_line(e)} (a bug; rerun with "
+              f"--traceback or NAS_TRACEBACK=1 to see where)", file=sys.stderr)
+        return 1
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else "(no message)"
+
+
+def _origin(e: BaseException) -> str:
+    """The innermost frame's module: usually the plugin at fault."""
+    frames = traceback.extract_tb(e.__traceback__)
+    if not frames:
+        return "nas"
+    last = frames[-1]
+    return f"{last.filename}:{last.lineno}"
+
+
+class _Console(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is when a record arrives (it may be replaced after
+    set-up, as by a program embedding nas or by pytest's capture)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
 
 
 def _setup_console_logging() -> None:
     logger = logging.getLogger("nas")
-    if not any(getattr(h, "_nas_console", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stdout)
+    if not any(isinstance(h, _Console) for h in logger.handlers):
+        handler = _Console()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._nas_console = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    from nas_core import commands
-
-    if args.command in ("run", "train", "transfer", "derive", "show"):
-        return getattr(commands, args.command)(args)
-    if args.command == "plugins":
-        return commands.plugins()
-    if args.command == "list":
-        return commands.list_names(args.pattern)
-    if args.command == "config":
-        return commands.config_show(args)
-    raise AssertionError(args.command)
 
 
 if __name__ == "__main__":

@@ -15,56 +15,58 @@ import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import yaml
 
 from nas_core.errors import ConfigError, closest_hint
-from nas_core.plugins import Registries
 
-DEFAULT_PRESET = "demo"
+if TYPE_CHECKING:
+    from nas_core.plugins import Registries
+
+def _positive(_: object, attribute: attrs.Attribute, value: int | None) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"{attribute.name} must be at least 1, got {value}")
+
+
+def _non_negative(_: object, attribute: attrs.Attribute, value: int) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be 0 or more, got {value}")
 
 
 @attrs.frozen
 class SearchSettings:
-    """Engine settings of a search run."""
+    """Engine settings of a search run (``nas run``)."""
 
-    epochs: int = 50
-    batch_size: int = 64
-    train_portion: float = 0.5  # share of the training set used for weights; the rest for alpha
-    max_steps_per_epoch: int | None = None  # cut epochs short (smoke tests, quick looks)
-    workers: int = 0  # DataLoader worker processes
-    eval_every: int = 1  # evaluate the supernet on the arch-val half every N epochs (0: never)
+    epochs: int = attrs.field(default=50, validator=_positive)
+    batch_size: int = attrs.field(default=64, validator=_positive)
+    max_steps_per_epoch: int | None = attrs.field(default=None, validator=_positive)  # cut epochs short
+    eval_every: int = attrs.field(default=1, validator=_non_negative)  # evaluate the supernet every N epochs (0: never)
 
 
 @attrs.frozen
 class TrainSettings:
-    """Training a discrete network from scratch (``nas train``, ``nas transfer``)."""
+    """Engine settings of training a discrete network from scratch (``nas train``, ``nas transfer``)."""
 
-    epochs: int = 600
-    batch_size: int = 96
-    lr: float = 0.025
-    lr_min: float = 0.0  # cosine schedule ends here
-    lr_schedule: str = attrs.field(default="cosine", validator=attrs.validators.in_(("cosine", "step")))
-    lr_gamma: float = 0.97  # "step": lr *= lr_gamma after every epoch (the DARTS ImageNet schedule)
-    momentum: float = 0.9
-    weight_decay: float = 3e-4
-    grad_clip: float = 5.0  # max L2 norm of the gradient (0: off)
-    drop_path: float = 0.2  # drop-path probability at the last epoch, ramped linearly from 0
-    aux_weight: float = 0.4  # weight of the auxiliary head's loss (with network.auxiliary)
-    cutout: int = 16  # side of the cutout square in pixels (0: off)
-    label_smoothing: float = 0.0
-    workers: int = 0
-    max_steps_per_epoch: int | None = None
-    eval_every: int = 1  # evaluate on the test set every N epochs (and always after the last)
+    epochs: int = attrs.field(default=600, validator=_positive)
+    batch_size: int = attrs.field(default=96, validator=_positive)
+    max_steps_per_epoch: int | None = attrs.field(default=None, validator=_positive)
+    eval_every: int = attrs.field(default=1, validator=_non_negative)  # validate every N epochs (0: only at the end)
+
+
+#: The engines' own sections, registered like any plugin's (``nas_register_settings``).
+CORE_SECTIONS: dict[str, tuple[type, str]] = {
+    "search": (SearchSettings, "the search engine: epochs, batch size, evaluation"),
+    "train": (TrainSettings, "the training engine: epochs, batch size, validation"),
+}
 
 
 @attrs.frozen
 class Component:
-    """A registered component chosen by name, with its validated options (or None)."""
+    """A registered component chosen by name (None: not chosen), with its validated options."""
 
-    name: str
+    name: str | None
     options: Any
 
 
@@ -73,28 +75,44 @@ class Config:
     seed: int
     device: str
     data_root: str | None
+    task: Component
     dataset: Component
     space: Component
     relaxation: Component
     optimizer: Component
+    trainer: Component
     discretizer: Component
-    search: SearchSettings
     network: Any  # options of the space for the evaluation network (same class as space.options)
-    train: TrainSettings
+    settings: Mapping[str, Any]  # section name -> attrs instance (search, train, plugins' sections)
+
+    @property
+    def search(self) -> SearchSettings:
+        return self.settings["search"]
+
+    @property
+    def train(self) -> TrainSettings:
+        return self.settings["train"]
 
 
 # section -> registry attribute
-COMPONENTS = {"dataset": "datasets", "space": "spaces", "relaxation": "relaxations",
-              "optimizer": "optimizers", "discretizer": "discretizers"}
+COMPONENTS = {"task": "tasks", "dataset": "datasets", "space": "spaces", "relaxation": "relaxations",
+              "optimizer": "optimizers", "trainer": "trainers", "discretizer": "discretizers"}
 SCALARS: dict[str, Any] = {"seed": int, "device": str, "data_root": str | None}
-SETTINGS = {"search": SearchSettings, "train": TrainSettings}
-TOP_KEYS = sorted([*SCALARS, *COMPONENTS, *SETTINGS, "network"])
+BASE: dict[str, Any] = {"seed": 0, "device": "auto", "data_root": None}
 
-BASE: dict[str, Any] = {
-    "seed": 0, "device": "auto", "data_root": None,
-    "dataset": {"name": "digits"}, "space": {"name": "darts_cnn"}, "relaxation": {"name": "softmax"},
-    "optimizer": {"name": "darts_2nd"}, "discretizer": {"name": "topk"}, "search": {}, "network": {}, "train": {},
-}
+
+def top_keys(registries: Registries) -> list[str]:
+    return sorted([*SCALARS, *COMPONENTS, "network", *registries.settings])
+
+
+def require(config: Config, registries: Registries, kinds: tuple[str, ...], command: str) -> None:
+    """A ConfigError for the first component kind in ``kinds`` that no layer chose."""
+    for kind in kinds:
+        if getattr(config, kind).name is None:
+            registry = getattr(registries, COMPONENTS[kind])
+            have = ", ".join(registry.names()) or "none: install a plugin that provides one"
+            raise ConfigError(f"{command} needs a {registry.kind}: choose one with --{kind}, a config file or "
+                              f"--preset; registered {registry.kind}s: {have}")
 
 
 @attrs.frozen
@@ -152,30 +170,31 @@ def parse_set(items: list[str]) -> dict[str, Any]:
 # resolving
 # ---------------------------------------------------------------------------------------------
 
-def resolve(registries: Registries, layers: list[Layer], *, preset: str | None = DEFAULT_PRESET) -> Config:
+def resolve(registries: Registries, layers: list[Layer], *, preset: str | None = None) -> Config:
     """Merge the base, a preset and ``layers`` (in order) and validate the result."""
     all_layers = [Layer(BASE, "built-in defaults", strict=False)]
     if preset is not None:
         if preset not in registries.presets:
             raise ConfigError(f"unknown preset {preset!r}{closest_hint(preset, registries.presets)}; "
-                              f"valid presets: {', '.join(sorted(registries.presets)) or '(none)'}")
-        all_layers.append(Layer(registries.presets[preset][0], f"preset {preset!r}", strict=False))
+                              f"valid presets: {', '.join(sorted(registries.presets)) or '(none registered)'}")
+        all_layers.append(Layer(registries.presets[preset].mapping, f"preset {preset!r}", strict=False))
     all_layers += layers
 
+    keys = top_keys(registries)
     for layer in all_layers:
         if not isinstance(layer.data, Mapping):
             raise ConfigError(f"{layer.source}: expected a mapping")
         for key in layer.data:
-            if key not in TOP_KEYS:
-                raise ConfigError(f"{layer.source}: unknown key {key!r}{closest_hint(str(key), TOP_KEYS)}; "
-                                  f"valid keys: {', '.join(TOP_KEYS)}")
+            if key not in keys:
+                raise ConfigError(f"{layer.source}: unknown key {key!r}{closest_hint(str(key), keys)}; "
+                                  f"valid keys: {', '.join(keys)}")
 
     values: dict[str, Any] = {}
     for key, typ in SCALARS.items():
         value, source = _last(all_layers, key)
         values[key] = _convert(value, typ, key, source)
-    for key, cls in SETTINGS.items():
-        values[key] = _build_attrs(cls, _section(all_layers, key), key)
+    values["settings"] = {name: _build_attrs(section.options, _section(all_layers, name), name)
+                          for name, section in sorted(registries.settings.items())}
     for key, attr in COMPONENTS.items():
         values[key] = _build_component(getattr(registries, attr), key, all_layers)
     values["network"] = _build_component(registries.spaces, "network", all_layers, name_key="space").options
@@ -216,6 +235,13 @@ def _build_component(registry: Any, key: str, layers: list[Layer], name_key: str
     name = None
     for layer in layers:
         name = _mapping(layer, name_key).get("name", name)
+    if name is None:
+        given = [(k, layer.source) for layer in layers for k in _mapping(layer, key) if layer.strict and k != "name"]
+        if given:
+            k, source = given[0]
+            raise ConfigError(f"{source}: '{key}.{k}' is set but no {registry.kind} is chosen; "
+                              f"name one with {name_key}.name or --{name_key}")
+        return Component(None, None)
     if not isinstance(name, str):
         raise ConfigError(f"{key}.name must be a string, got {name!r}")
     entry = registry.get(name)
@@ -250,7 +276,8 @@ def _build_attrs(cls: type, merged: dict[str, tuple[Any, str]], section: str, ow
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:  # attrs validators of the options class
-        raise ConfigError(f"invalid {section} option: {e}") from None
+        message = str(e.args[0]) if e.args and isinstance(e.args[0], str) else str(e)
+        raise ConfigError(f"invalid {section} option: {message}") from None
 
 
 def _type_name(typ: Any) -> str:
@@ -320,11 +347,13 @@ def to_dict(config: Config) -> dict[str, Any]:
     out: dict[str, Any] = {k: getattr(config, k) for k in SCALARS}
     for key in COMPONENTS:
         comp: Component = getattr(config, key)
-        opts = attrs.asdict(comp.options) if comp.options is not None else {}
-        out[key] = {"name": comp.name, **opts}
-    for key in SETTINGS:
-        out[key] = attrs.asdict(getattr(config, key))
-    out["network"] = attrs.asdict(config.network) if config.network is not None else {}
+        if comp.name is not None:
+            opts = attrs.asdict(comp.options) if comp.options is not None else {}
+            out[key] = {"name": comp.name, **opts}
+    for key, value in config.settings.items():
+        out[key] = attrs.asdict(value)
+    if config.network is not None:
+        out["network"] = attrs.asdict(config.network)
     return out
 
 

@@ -61,10 +61,3 @@ def draw(genotype: Genotype, prefix: Path, formats: tuple[str, ...] = ("png", "s
                 path.write_bytes(data)
                 written.append(path)
     return written
-
-
-def png_bytes(genotype: Genotype) -> dict[str, bytes]:
-    """PNG of every cell, or {} without ``dot``."""
-    if not dot_available():
-        return {}
-    return {name: cell_graph(name, cell).pipe(format="png") for name, cell in genotype.cells.items()}

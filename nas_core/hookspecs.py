@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
     from torch import Tensor
 
+    from nas_core.context import RunContext
     from nas_core.genotype import Genotype
-    from nas_core.run import RunInfo
 
 hookspec = pluggy.HookspecMarker("nas")
 hookimpl = pluggy.HookimplMarker("nas")
@@ -29,6 +29,12 @@ hookimpl = pluggy.HookimplMarker("nas")
 # ``options`` is an attrs class whose fields become the config keys of that component.
 # Registering a name that another plugin already registered raises an error naming both.
 # ---------------------------------------------------------------------------------------------
+
+
+@hookspec
+def nas_register_tasks(register: Callable[..., None]) -> None:
+    """Register tasks (factories returning :class:`~nas_core.interfaces.Task`), built as
+    ``factory(options, data=...)`` with what the chosen dataset's factory returned."""
 
 
 @hookspec
@@ -47,13 +53,19 @@ def nas_register_optimizers(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def nas_register_trainers(register: Callable[..., None]) -> None:
+    """Register trainers of discrete networks (factories returning :class:`~nas_core.interfaces.Trainer`)."""
+
+
+@hookspec
 def nas_register_discretizers(register: Callable[..., None]) -> None:
     """Register discretizers (factories returning :class:`~nas_core.interfaces.Discretizer`)."""
 
 
 @hookspec
 def nas_register_datasets(register: Callable[..., None]) -> None:
-    """Register datasets (factories returning :class:`~nas_core.interfaces.TaskData`)."""
+    """Register datasets: ``factory(options, root=Path | None)`` returns the data a task reads
+    (``root`` is ``--data-root``). Factories check files and raise DataError naming what is missing."""
 
 
 @hookspec
@@ -71,52 +83,92 @@ def nas_register_genotypes(register: Callable[..., None]) -> None:
 
 @hookspec
 def nas_register_presets(register: Callable[..., None]) -> None:
-    """Register config presets: ``register(name, mapping, doc=...)``.
+    """Register config presets: ``register(name, mapping, doc=..., default=False)``.
 
     ``mapping`` is a nested dict in the YAML config layout (typically ``yaml.safe_load`` of a
     file shipped with the plugin). A preset sets defaults; config files and ``--set`` win.
+    ``default=True`` makes it the preset used without ``--preset`` (at most one may claim it).
+    """
+
+
+@hookspec
+def nas_register_settings(register: Callable[..., None]) -> None:
+    """Register config sections: ``register(section, attrs_class, doc=...)``.
+
+    The class's fields become the keys ``section.field`` of every config; read them with
+    ``config.settings[section]``. The core registers ``search`` and ``train`` the same way.
+    """
+
+
+@hookspec
+def nas_register_commands(register: Callable[..., None]) -> None:
+    """Register ``nas`` subcommands: ``register(name, run, *, configure=None, help="")``.
+
+    ``configure(parser)`` adds arguments to the subcommand's ``argparse`` parser (call
+    ``toolkit.add_config_arguments(parser)`` there for the usual config flags); ``run(args, toolkit)``
+    does the work and returns the exit code. ``toolkit`` is a :class:`nas_core.Toolkit`: the
+    plugin manager, the registries, config resolution, and the search and training engines.
     """
 
 
 # ---------------------------------------------------------------------------------------------
-# Lifecycle: called by the search (and, later, training) engine, in this order. Monitors
-# implement these. Return values are ignored. An implementation that needs per-run state may
-# register an object with ``run.plugin_manager.register(obj)`` in ``nas_run_start`` and
-# unregister it in ``nas_run_end`` (as the TensorBoard plugin does).
+# Lifecycle: called by the engine (search and training alike), in this order. Monitors implement
+# these; so may the run's own components (task, relaxation, optimizer, network, ...), which the
+# engine registers with the plugin manager for the length of the run. Return values are ignored
+# except for ``nas_should_stop``. An implementation that needs per-run state may register an
+# object with ``run.plugin_manager.register(obj)`` in ``nas_run_start`` and unregister it in
+# ``nas_run_end`` (as the TensorBoard plugin does).
 # ---------------------------------------------------------------------------------------------
 
 
 @hookspec
-def nas_run_start(run: RunInfo) -> None:
+def nas_run_start(run: RunContext) -> None:
     """A run begins (also when resumed; ``run.start_epoch`` tells which epoch comes next).
 
-    :param run: the run's directory, resolved config, architecture spec and plugin manager.
+    :param run: the run's directory, resolved config, phase, device, components and plugin manager.
     """
 
 
 @hookspec
-def nas_step_end(run: RunInfo, step: int, metrics: Mapping[str, float]) -> None:
-    """A search step ended.
+def nas_epoch_start(run: RunContext) -> None:
+    """An epoch begins: ``run.epoch`` of ``run.epochs``. Schedules that depend on progress
+    (temperatures, drop-path, frozen warm-up epochs) set themselves here.
+    """
+
+
+@hookspec
+def nas_step_end(run: RunContext, step: int, metrics: Mapping[str, Tensor]) -> None:
+    """A step ended.
 
     :param step: global step index, counted from 0 across epochs.
-    :param metrics: what :meth:`BilevelOptimizer.step` returned (``train_loss``, ...).
+    :param metrics: the step's metrics, flattened (``train_loss``, ``arch_loss``, ...), as detached
+        0-dim tensors on the run's device: reading one (``float(v)``) waits for the device.
     """
 
 
 @hookspec
-def nas_epoch_end(run: RunInfo, epoch: int, metrics: Mapping[str, float], genotype: Genotype,
+def nas_epoch_end(run: RunContext, epoch: int, metrics: Mapping[str, float], genotype: Genotype | None,
                   strengths: Mapping[str, Tensor]) -> None:
-    """An epoch ended; its checkpoint and genotype are already on disk.
+    """An epoch ended; its checkpoint (and, in a search, its genotype) is already on disk.
 
     :param epoch: the epoch that ended, counted from 0.
-    :param metrics: epoch means of the step metrics, plus ``lr`` and any evaluation metrics.
-    :param genotype: the genotype derived at the end of this epoch.
-    :param strengths: :meth:`Relaxation.strengths`, per cell type ``[edges, ops]``.
+    :param metrics: epoch means of the step metrics, ``lr``, evaluation metrics (``valid_*``;
+        ``test_*`` after the last epoch of training) and what components added to ``run.epoch_metrics``.
+    :param genotype: the genotype derived at the end of this epoch (search) or the one trained.
+    :param strengths: :meth:`Relaxation.strengths`, per cell type ``[edges, ops]`` (empty in training).
+    """
+
+
+@hookspec(firstresult=True)
+def nas_should_stop(run: RunContext, epoch: int, metrics: Mapping[str, float]) -> str | None:
+    """Asked after each epoch's checkpoint: return a reason (a short sentence) to end the run
+    there, cleanly, or None to go on. The first non-None answer wins; the reason is logged and
+    saved, and ``--resume`` then reports the run as complete.
     """
 
 
 @hookspec
-def nas_run_end(run: RunInfo, genotype: Genotype | None, error: BaseException | None) -> None:
+def nas_run_end(run: RunContext, genotype: Genotype | None, error: BaseException | None) -> None:
     """A run ended: normally (``error`` is None) or with an error or interrupt.
 
     :param genotype: the final genotype, or None if no epoch completed in this process.

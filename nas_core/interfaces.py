@@ -1,31 +1,46 @@
-"""The four interfaces of a differentiable architecture search, and the values they exchange.
+"""The components of a run, and the values they exchange. This module is the map of the system.
 
-One search step (see docs/architecture.md)::
+One search step (docs/architecture.md)::
 
-    batches -> BilevelOptimizer.step(train_batch, val_batch)
-                 -> Relaxation.weights()            architecture parameters -> mixing weights
-                 -> Supernet(x, weights)            built by SearchSpace.build_supernet
-                 -> SearchSpace.criterion(...)      losses -> arch and weight updates
-    epoch end: Relaxation.strengths() -> Discretizer.derive(...) -> Genotype (JSON)
+    Task.loader("weights"), Task.loader("arch")        -> a weight batch and an architecture batch
+    BilevelOptimizer.step(train_batch, val_batch, state, run)
+        Relaxation.sample(generator)                  one draw, shared by every pass of the step
+        Relaxation.weights(sample) -> MixingWeights
+        Task.forward(model, batch, state) -> Outcome  model(*inputs) = Supernet(*inputs, arch_weights=...)
+        gradients -> run.reduce(...) -> updates
+    epoch end: Relaxation.strengths() -> Discretizer.derive(...) -> Genotype
 
-Each component is built by a factory registered through a ``nas_register_*`` hook, and is
-called as ``factory(options, **context)``: ``options`` is an instance of the attrs class
-registered with it (validated from the config), ``context`` the explicit keyword arguments
-listed on each interface below.
+Training a discrete network is the same loop with ``Trainer.step(batch, state, run)`` on the
+task's ``train`` stream, ``valid`` for selection and ``test`` once at the end.
+
+Each component is built by a factory registered through a ``nas_register_*`` hook and called as
+``factory(options, **context)``: ``options`` is an instance of the attrs class registered with it
+(validated from its config section), ``context`` the keyword arguments listed on each class below.
+A component may also implement lifecycle hooks (``@hookimpl`` methods, see hookspecs): the engine
+registers it with the plugin manager for the length of the run.
 """
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from nas_core.genotype import Genotype
+
+if TYPE_CHECKING:
+    import torch
+
+    from nas_core.context import RunContext
+
+#: The streams of each phase. Search: ``weights`` trains the weights, ``arch`` the architecture.
+#: Training: ``train``; ``valid`` (optional) selects and reports per epoch; ``test`` once at the end.
+SEARCH_STREAMS = ("weights", "arch")
+TRAIN_STREAMS = ("train", "valid", "test")
 
 
 @attrs.frozen
@@ -51,21 +66,8 @@ class ArchSpec:
 class DataInfo:
     """The shape of a task, as far as a search space needs to know it."""
 
-    input_shape: tuple[int, ...]  # one example, e.g. (3, 32, 32)
-    num_classes: int
-
-
-@attrs.frozen
-class TaskData:
-    """A registered dataset: training and test sets of ``(input, target)`` pairs.
-
-    Built as ``factory(options, root=Path | None)``. Search splits ``train`` itself; ``test``
-    is never touched during search.
-    """
-
-    train: Dataset
-    test: Dataset
-    info: DataInfo
+    input_shape: tuple[int, ...]  # one example without the batch dimension, e.g. (3, 32, 32); () for tokens
+    num_classes: int  # classes, or the vocabulary size of a language model
 
 
 @attrs.frozen
@@ -90,12 +92,75 @@ class MixingWeights(Mapping[str, Tensor]):
         return len(self.weights)
 
 
+@attrs.frozen
+class Outcome:
+    """What :meth:`Task.forward` returns for one batch."""
+
+    loss: Tensor  # the scalar to differentiate (auxiliary losses and regularisers included)
+    state: Any = None  # carried to the next batch of the same stream, detached; None when stateless
+    stats: Mapping[str, Tensor] = attrs.Factory(dict)  # detached per-batch means, e.g. loss, top1_error
+    count: int = 1  # examples (or tokens) in the batch: the weight of its stats in an epoch mean
+
+
+@attrs.frozen
+class StepResult:
+    """What one optimizer or trainer step returns.
+
+    ``metrics`` maps a group to per-step values (detached 0-dim tensors, left on the device so a
+    step never waits for the host), e.g. ``{"train": {"loss": ...}, "arch": {"loss": ...}}``;
+    the engine reports them as ``train_loss``, ``arch_loss``. ``state`` is the carried state
+    after the step: one entry per stream the step read.
+    """
+
+    metrics: Mapping[str, Mapping[str, Tensor]]
+    state: Mapping[str, Any] = attrs.Factory(dict)
+
+
+class Task(ABC):
+    """The data side of a run: its streams, carried state, loss and metrics.
+
+    Built as ``factory(options, data=object)``, ``data`` being what the chosen dataset's factory
+    returned; a task checks that it can use it. The model a task drives is a callable
+    ``model(*inputs)``; what the inputs and outputs are is the contract between a task and the
+    spaces written for it (classification: images in, logits out).
+    """
+
+    info: DataInfo
+
+    @abstractmethod
+    def streams(self, phase: str) -> tuple[str, ...]:
+        """The streams this task offers in ``phase`` ("search" or "train"), from SEARCH_STREAMS or
+        TRAIN_STREAMS. Training without a ``valid`` stream reports test metrics only at the end."""
+
+    @abstractmethod
+    def loader(self, stream: str, *, batch_size: int, run: RunContext, evaluation: bool = False) -> Iterable[Any]:
+        """The batches of ``stream`` for epoch ``run.epoch``, on ``run.device``, with ``len()``.
+
+        Training order must depend only on ``run.generator(stream)`` (so a resumed run reads the
+        same batches); ``evaluation`` asks for every example in a fixed order."""
+
+    @abstractmethod
+    def forward(self, model: Callable[..., Any], batch: Any, state: Any) -> Outcome:
+        """Run ``model`` on ``batch`` with the carried ``state`` (None at the start of an epoch)."""
+
+    @abstractmethod
+    def example_inputs(self, device: torch.device) -> tuple[Any, ...]:
+        """The inputs of one example (batch size 1), for counting parameters and multiply-adds."""
+
+    def report(self, means: Mapping[str, float]) -> dict[str, float]:
+        """Epoch means of one group's stats -> the metrics to report (e.g. perplexity from loss)."""
+        return dict(means)
+
+    def check_batch_size(self, phase: str, batch_size: int, key: str) -> None:
+        """Raise ConfigError (naming ``key``) if no stream of ``phase`` can fill one batch."""
+
+
 class Supernet(nn.Module, ABC):
     """The continuous network: every edge mixes all candidate ops with the given weights."""
 
     @abstractmethod
-    def forward(self, x: Tensor, arch_weights: MixingWeights) -> Tensor:
-        """Return logits; ``arch_weights[cell_type]`` has shape ``ArchSpec.shape(cell_type)``."""
+    def forward(self, *inputs: Any, arch_weights: MixingWeights) -> Any:
+        """The task's output for ``inputs``; ``arch_weights[cell_type]`` has shape ``ArchSpec.shape(cell_type)``."""
 
 
 class SearchSpace(ABC):
@@ -111,25 +176,23 @@ class SearchSpace(ABC):
 
     @abstractmethod
     def build_network(self, genotype: Genotype, data: DataInfo) -> nn.Module:
-        """A discrete, freshly initialised network with the cells of ``genotype``.
-
-        The train engine sets ``network.drop_path_prob`` each epoch where the attribute exists,
-        and accepts ``(logits, auxiliary_logits)`` from ``forward`` in training mode."""
-
-    def criterion(self, output: Tensor, target: Tensor) -> Tensor:
-        """The training loss; cross-entropy unless a space says otherwise."""
-        return nn.functional.cross_entropy(output, target)
+        """A discrete, freshly initialised network with the cells of ``genotype``; raises
+        GenotypeError if the genotype does not fit this space."""
 
 
 class Relaxation(nn.Module, ABC):
     """Owns the architecture parameters (as ``nn.Parameter``, so they checkpoint) and turns
     them into mixing weights. Built as ``factory(options, spec=ArchSpec)``."""
 
-    @abstractmethod
-    def weights(self) -> MixingWeights:
-        """Differentiable mixing weights per cell type, each of shape ``spec.shape(cell_type)``.
+    def sample(self, generator: torch.Generator) -> Any:
+        """The random draws of one step, shared by every forward pass of that step (e.g. Gumbel
+        noise). Deterministic relaxations return None."""
+        return None
 
-        May be stochastic (e.g. Gumbel sampling): call it once per forward pass."""
+    @abstractmethod
+    def weights(self, sample: Any = None) -> MixingWeights:
+        """Differentiable mixing weights per cell type, each of shape ``spec.shape(cell_type)``,
+        for a draw from :meth:`sample`; ``None`` asks for the deterministic weights used to evaluate."""
 
     @abstractmethod
     def strengths(self) -> dict[str, Tensor]:
@@ -139,16 +202,18 @@ class Relaxation(nn.Module, ABC):
 class BilevelOptimizer(ABC):
     """Updates weights and architecture parameters, one search step at a time.
 
-    Built as ``factory(options, supernet=Supernet, relaxation=Relaxation,
-    criterion=callable(output, target), epochs=int)``.
+    Built as ``factory(options, supernet=Supernet, relaxation=Relaxation, task=Task, epochs=int)``.
+    Every forward goes through ``task.forward``; gradients taken with ``torch.autograd.grad`` go
+    through ``run.reduce`` before use, so that data-parallel runs average them.
     """
 
     @abstractmethod
-    def step(self, train_batch: tuple[Tensor, Tensor], val_batch: tuple[Tensor, Tensor]) -> dict[str, float]:
-        """One search step; returns scalar metrics (at least ``train_loss``)."""
+    def step(self, train_batch: Any, val_batch: Any, state: Mapping[str, Any], run: RunContext) -> StepResult:
+        """One search step. ``state`` holds the carried state of the ``weights`` and ``arch``
+        streams (empty at the start of an epoch); the result holds it after the step."""
 
     @abstractmethod
-    def end_epoch(self) -> dict[str, float]:
+    def end_epoch(self, run: RunContext) -> dict[str, float]:
         """Called after each epoch (learning-rate schedules); returns metrics such as ``lr``."""
 
     @abstractmethod
@@ -160,37 +225,53 @@ class BilevelOptimizer(ABC):
         """Restore what :meth:`state_dict` returned."""
 
 
+class Trainer(ABC):
+    """Trains a discrete network, one step at a time.
+
+    Built as ``factory(options, network=nn.Module, task=Task, epochs=int)``.
+    """
+
+    @abstractmethod
+    def step(self, batch: Any, state: Mapping[str, Any], run: RunContext) -> StepResult:
+        """One weight update on a batch of the ``train`` stream."""
+
+    @abstractmethod
+    def end_epoch(self, run: RunContext, metrics: Mapping[str, float]) -> dict[str, float]:
+        """After each epoch, with its metrics (``valid_*`` included when evaluated); returns metrics
+        such as ``lr``. Schedules that react to validation (NT-ASGD) decide here."""
+
+    def evaluating(self) -> contextlib.AbstractContextManager[None]:
+        """Held while the network is evaluated; trainers that average weights swap them in here."""
+        return contextlib.nullcontext()
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer and scheduler state, for checkpoints."""
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
 class Discretizer(ABC):
     """Turns op strengths into a discrete genotype. Built as ``factory(options)``."""
 
     @abstractmethod
-    def derive(self, strengths: Mapping[str, Tensor], spec: ArchSpec) -> Genotype:
-        """The discrete cells chosen from ``strengths`` (as :meth:`Relaxation.strengths` returns)."""
+    def derive(self, strengths: Mapping[str, Tensor], spec: ArchSpec, run: RunContext | None = None) -> Genotype:
+        """The discrete cells chosen from ``strengths`` (as :meth:`Relaxation.strengths` returns).
+
+        During a search ``run`` is given: ``run.components`` holds the supernet, relaxation and
+        task, so a discretizer may measure candidates on data (perturbation-based selection).
+        ``nas derive`` calls it with ``run=None``."""
 
 
 class Evaluator(ABC):
     """A target task for a discrete genotype (transfer evaluation). Built as ``factory(options)``.
 
-    By default the cell is trained from scratch by the core train engine under the config this
-    evaluator contributes; an evaluator that needs its own loop (language models) overrides
-    :meth:`prepare` and :meth:`run`.
-    """
+    The cell is trained from scratch by the core training engine under the config layer this
+    evaluator contributes (dataset, task, network, trainer and train sections)."""
 
     @abstractmethod
     def config_layer(self) -> Mapping[str, Any]:
-        """The target's settings in the config layout (``dataset``, ``network``, ``train``), applied
-        over the preset and under the user's config files and flags."""
-
-    def prepare(self, genotype: Genotype, *, registries: Any, config: Any) -> Any:
-        """Load data and build the network; raise NasError on bad input (before anything is written)."""
-        from nas_core.train import prepare_training
-
-        return prepare_training(registries, config, genotype)
-
-    def run(self, prepared: Any, *, run_dir: Path, plugin_manager: Any, resume: bool,
-            progress: bool | None) -> dict[str, Any]:
-        """Train and test; write results under ``run_dir``; return the results."""
-        from nas_core.train import run_training
-
-        return run_training(prepared, pm=plugin_manager, run_dir=run_dir, resume=resume, progress=progress,
-                            phase="transfer")
+        """The target's settings in the config layout, applied over the preset and under the
+        user's config files and flags."""

@@ -7,8 +7,9 @@ Environment:
 
 from __future__ import annotations
 
+import argparse
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from typing import Any
 
@@ -23,34 +24,75 @@ ENTRY_POINT_GROUP = "nas"
 
 # registry attribute -> (registration hook, what the registry holds)
 REGISTRATION_HOOKS = {
+    "tasks": ("nas_register_tasks", "task"),
     "spaces": ("nas_register_spaces", "search space"),
     "relaxations": ("nas_register_relaxations", "relaxation"),
     "optimizers": ("nas_register_optimizers", "optimizer"),
+    "trainers": ("nas_register_trainers", "trainer"),
     "discretizers": ("nas_register_discretizers", "discretizer"),
     "datasets": ("nas_register_datasets", "dataset"),
     "evaluators": ("nas_register_evaluators", "evaluator"),
 }
 
 
+@attrs.frozen
+class Preset:
+    mapping: dict[str, Any]  # the YAML config layout
+    plugin: str
+    doc: str = ""
+    default: bool = False  # used when no --preset is given
+
+
+@attrs.frozen
+class Command:
+    name: str
+    run: Callable[..., int]  # run(args, toolkit) -> exit code
+    configure: Callable[[argparse.ArgumentParser], None] | None
+    plugin: str
+    help: str = ""
+
+
+@attrs.frozen
+class Section:
+    name: str
+    options: type  # attrs class
+    plugin: str
+    doc: str = ""
+
+
 @attrs.define
 class Registries:
+    tasks: Registry
     spaces: Registry
     relaxations: Registry
     optimizers: Registry
+    trainers: Registry
     discretizers: Registry
     datasets: Registry
     evaluators: Registry
-    presets: dict[str, tuple[dict[str, Any], str, str]]  # name -> (mapping, plugin, doc)
+    presets: dict[str, Preset]
     genotypes: dict[str, tuple[Any, str, str]]  # name -> (Genotype, plugin, doc)
+    settings: dict[str, Section]  # config sections: the core's search and train, and plugins'
+    commands: dict[str, Command]
+
+    def default_preset(self) -> str | None:
+        """The preset a plugin marked as default, if exactly one did."""
+        defaults = sorted(n for n, p in self.presets.items() if p.default)
+        if len(defaults) > 1:
+            raise PluginError(f"presets {', '.join(map(repr, defaults))} (plugins "
+                              f"{', '.join(self.presets[n].plugin for n in defaults)}) all claim to be the default; "
+                              f"choose one with --preset")
+        return defaults[0] if defaults else None
 
 
 def _env_list(var: str) -> list[str]:
     return [n.strip() for n in os.environ.get(var, "").split(",") if n.strip()]
 
 
-def make_plugin_manager(*, autoload: bool | None = None, extra_plugins: Iterable[tuple[str, object]] = (),
+def make_plugin_manager(*, autoload: bool | None = None, extra_plugins: Iterable[object | tuple[str, object]] = (),
                         blocked: Iterable[str] = ()) -> pluggy.PluginManager:
-    """A plugin manager with every installed ``nas`` plugin loaded, minus blocked ones."""
+    """A plugin manager with every installed ``nas`` plugin loaded, minus blocked ones, plus
+    ``extra_plugins`` (objects or ``(name, object)`` pairs; tests and embedding programs)."""
     pm = pluggy.PluginManager("nas")
     pm.add_hookspecs(hookspecs)
     for name in [*_env_list("NAS_DISABLE_PLUGINS"), *blocked]:
@@ -59,7 +101,8 @@ def make_plugin_manager(*, autoload: bool | None = None, extra_plugins: Iterable
         autoload = os.environ.get("NAS_NO_PLUGIN_AUTOLOAD", "") in ("", "0")
     if autoload:
         _load_entry_points(pm)
-    for name, plugin in extra_plugins:
+    for item in extra_plugins:
+        name, plugin = item if isinstance(item, tuple) else (getattr(item, "__name__", type(item).__name__), item)
         _register(pm, plugin, name, "(registered by caller)")
     try:
         pm.check_pending()
@@ -102,10 +145,22 @@ def distribution_of(plugin_name: str) -> str:
 
 def collect_registries(pm: pluggy.PluginManager) -> Registries:
     """Call every registration hook, one plugin at a time so each item knows its plugin."""
+    from nas_core.config import CORE_SECTIONS
     from nas_core.genotype import Genotype
 
     regs: dict[str, Any] = {attr: Registry(kind) for attr, (_, kind) in REGISTRATION_HOOKS.items()}
-    values: dict[str, dict[str, tuple[Any, str, str]]] = {"presets": {}, "genotypes": {}}
+    presets: dict[str, Preset] = {}
+    genotypes: dict[str, tuple[Any, str, str]] = {}
+    settings = {name: Section(name, cls, "nas_core", doc) for name, (cls, doc) in CORE_SECTIONS.items()}
+    commands: dict[str, Command] = {}
+
+    def unique(table: dict, kind: str, name: Any, plugin: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"plugin {plugin!r} registered a {kind} with an invalid name {name!r}")
+        if name in table:
+            first = getattr(table[name], "plugin", None) or table[name][1]
+            raise PluginError(f"{kind} {name!r} is registered twice: by plugin {first!r} and by plugin {plugin!r}")
+
     for plugin_name, plugin in pm.list_name_plugin():
         if plugin is None:  # blocked
             continue
@@ -119,19 +174,42 @@ def collect_registries(pm: pluggy.PluginManager) -> Registries:
 
             _call(pm, hook_name, others, plugin_name, register)
 
-        for attr, hook_name, kind, expected in (("presets", "nas_register_presets", "preset", dict),
-                                                 ("genotypes", "nas_register_genotypes", "genotype", Genotype)):
-            def register_value(name: str, value: Any, *, doc: str = "", _plugin: str = plugin_name,
-                               _table: dict = values[attr], _kind: str = kind, _type: type = expected) -> None:
-                if name in _table:
-                    raise PluginError(f"{_kind} {name!r} is registered twice: by plugin {_table[name][1]!r} "
-                                      f"and by plugin {_plugin!r}")
-                if not isinstance(value, _type):
-                    raise PluginError(f"plugin {_plugin!r}: {_kind} {name!r} must be a {_type.__name__}")
-                _table[name] = (value, _plugin, doc)
+        def register_preset(name: str, mapping: Any, *, doc: str = "", default: bool = False,
+                            _plugin: str = plugin_name) -> None:
+            unique(presets, "preset", name, _plugin)
+            if not isinstance(mapping, dict):
+                raise PluginError(f"plugin {_plugin!r}: preset {name!r} must be a dict in the config layout")
+            presets[name] = Preset(mapping, _plugin, doc, bool(default))
 
+        def register_genotype(name: str, genotype: Any, *, doc: str = "", _plugin: str = plugin_name) -> None:
+            unique(genotypes, "genotype", name, _plugin)
+            if not isinstance(genotype, Genotype):
+                raise PluginError(f"plugin {_plugin!r}: genotype {name!r} must be a Genotype")
+            genotypes[name] = (genotype, _plugin, doc)
+
+        def register_section(name: str, options: type, *, doc: str = "", _plugin: str = plugin_name) -> None:
+            unique(settings, "config section", name, _plugin)
+            if not attrs.has(options):
+                raise PluginError(f"plugin {_plugin!r}: config section {name!r} must be an attrs class")
+            settings[name] = Section(name, options, _plugin, doc)
+
+        def register_command(name: str, run: Callable[..., int], *,
+                             configure: Callable[[argparse.ArgumentParser], None] | None = None,
+                             help: str = "", _plugin: str = plugin_name) -> None:  # noqa: A002 (argparse's word)
+            unique(commands, "command", name, _plugin)
+            if name in BUILTIN_COMMANDS:
+                raise PluginError(f"plugin {_plugin!r}: command {name!r} is a built-in nas command")
+            commands[name] = Command(name, run, configure, _plugin, help)
+
+        for hook_name, register_value in (("nas_register_presets", register_preset),
+                                          ("nas_register_genotypes", register_genotype),
+                                          ("nas_register_settings", register_section),
+                                          ("nas_register_commands", register_command)):
             _call(pm, hook_name, others, plugin_name, register_value)
-    return Registries(**regs, **values)
+    return Registries(**regs, presets=presets, genotypes=genotypes, settings=settings, commands=commands)
+
+
+BUILTIN_COMMANDS = ("run", "train", "transfer", "derive", "show", "plugins", "list", "config")
 
 
 def _call(pm: pluggy.PluginManager, hook_name: str, others: list[object], plugin_name: str, register: Any) -> None:

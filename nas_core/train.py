@@ -1,224 +1,151 @@
-"""Train a discrete network from scratch (``nas train``; transfer evaluators reuse it)."""
+"""The training phase: a discrete network from scratch (``nas train``; transfer evaluators reuse it).
+
+Selection reads the ``valid`` stream every epoch; the ``test`` stream is read once, at the end.
+"""
 
 from __future__ import annotations
 
 import json
-import logging
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-import attrs
-import pluggy
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from nas_core import checkpoint as ckpt
 from nas_core.components import build
-from nas_core.config import Component, Config, TrainSettings, resolve_device, to_dict
-from nas_core.data import check_batch_fits, epoch_loader, limited, load_task, to_device
-from nas_core.errors import DataError
+from nas_core.config import Component, Config, require, resolve_device
+from nas_core.context import RunContext
+from nas_core.data import build_task
+from nas_core.engine import Phase, evaluate
 from nas_core.genotype import Genotype
-from nas_core.interfaces import SearchSpace, TaskData
+from nas_core.interfaces import SearchSpace, StepResult, Task, Trainer
 from nas_core.plugins import Registries
-from nas_core.run import CHECKPOINT_FILE, RunInfo, run_epoch
+from nas_core.run import RESULTS_FILE
 
-log = logging.getLogger("nas")
-RESULTS_FILE = "results.json"
-
-
-class Cutout:
-    """Zero a square of ``size`` pixels centred on a random pixel, clipped at the border
-    (DeVries and Taylor 2017). torchvision's RandomErasing keeps its box inside the image,
-    which erases a different amount near the edges, so this is written out."""
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def __call__(self, img: Tensor) -> Tensor:
-        h, w = img.shape[-2:]
-        cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
-        y0, y1 = max(cy - self.size // 2, 0), min(cy + self.size // 2, h)
-        x0, x1 = max(cx - self.size // 2, 0), min(cx + self.size // 2, w)
-        img = img.clone()
-        img[..., y0:y1, x0:x1] = 0
-        return img
+TRAIN_KINDS = ("task", "dataset", "space", "trainer")
 
 
-class Augmented(Dataset):
-    """``dataset`` with ``transform`` applied to each input tensor."""
-
-    def __init__(self, dataset: Dataset, transform: Any):
-        self.dataset, self.transform = dataset, transform
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Any]:
-        x, y = self.dataset[i]
-        return self.transform(x), y
+def _tensors(output: Any) -> list[Tensor]:
+    if isinstance(output, Tensor):
+        return [output] if output.is_floating_point() else []
+    if isinstance(output, list | tuple):
+        return [t for item in output for t in _tensors(item)]
+    return []
 
 
-def drop_path_probability(settings: TrainSettings, epoch: int) -> float:
-    """Linear ramp from 0 at the first epoch towards ``settings.drop_path`` (as in DARTS)."""
-    return settings.drop_path * epoch / settings.epochs
+def measure(network: nn.Module, inputs: tuple[Any, ...]) -> dict[str, int]:
+    """Parameters and multiply-adds of one example's inference (eval mode).
 
-
-def training_loss(output: Tensor | tuple[Tensor, Tensor], target: Tensor, criterion: nn.Module,
-                  aux_weight: float) -> tuple[Tensor, Tensor]:
-    """(loss, logits); with an auxiliary head, loss = main + aux_weight * auxiliary."""
-    if isinstance(output, tuple):
-        logits, aux = output
-        return criterion(logits, target) + aux_weight * criterion(aux, target), logits
-    return criterion(output, target), output
-
-
-def count_parameters(network: nn.Module) -> int:
-    """Parameters of the network as evaluated: the auxiliary head (training only) excluded."""
-    return sum(p.numel() for n, p in network.named_parameters() if not n.startswith("auxiliary"))
-
-
-def count_multiply_adds(network: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> int:
-    """Multiply-adds of one example's inference (convolutions and linear layers)."""
+    Parameters are those inference uses (they receive a gradient from the eval-mode output), so
+    training-only parts such as an auxiliary head are left out, as papers count them."""
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = network.training
     network.eval()
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        network(torch.zeros(1, *input_shape, device=device))
-    network.train(was_training)
-    return counter.get_total_flops() // 2  # the counter counts a multiply-add as two FLOPs
+    try:
+        with FlopCounterMode(display=False) as counter:
+            output = network(*inputs)
+        network.zero_grad(set_to_none=True)
+        tensors = [t for t in _tensors(output) if t.requires_grad]
+        if tensors:
+            torch.autograd.backward([t.sum() for t in tensors])
+        used = sum(p.numel() for p in network.parameters() if p.grad is not None)
+        network.zero_grad(set_to_none=True)
+    finally:
+        network.train(was_training)
+    return {"params": used, "params_total": sum(p.numel() for p in network.parameters()),
+            "multiply_adds": counter.get_total_flops() // 2}  # the counter counts a multiply-add as two FLOPs
 
 
-@attrs.define
-class TrainSetup:
-    config: Config
-    device: torch.device
-    genotype: Genotype
-    space: SearchSpace
-    network: nn.Module
-    task: TaskData
+class TrainPhase(Phase):
+    def __init__(self, config: Config, device: torch.device, genotype: Genotype, task: Task, space: SearchSpace,
+                 network: nn.Module, trainer: Trainer, sizes: dict[str, int]):
+        self.config, self.device, self.genotype, self.task, self.space = config, device, genotype, task, space
+        self.network, self.trainer, self.sizes = network, trainer, sizes
+        self.settings = config.train
+        self.max_steps_per_epoch = self.settings.max_steps_per_epoch
+        self.results: dict[str, Any] | None = None
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"training: space={c.space.name} dataset={c.dataset.name} task={c.task.name} trainer={c.trainer.name} "
+                f"{self.sizes['params'] / 1e6:.3f}M params, {self.sizes['multiply_adds'] / 1e6:.1f}M multiply-adds, "
+                f"device {self.device}")
+
+    def parts(self) -> dict[str, Any]:
+        return {"network": self.network, "trainer": self.trainer}
+
+    def components(self) -> dict[str, Any]:
+        return {"task": self.task, "space": self.space, "network": self.network, "trainer": self.trainer}
+
+    def batches(self, run: RunContext) -> tuple[Iterable[Any], int]:
+        loader = self.task.loader("train", batch_size=self.settings.batch_size, run=run)
+        return loader, len(loader)
+
+    def step(self, batch: Any, state: Mapping[str, Any], run: RunContext) -> StepResult:
+        self.network.train()
+        return self.trainer.step(batch, state, run)
+
+    def end_epoch(self, run: RunContext, metrics: Mapping[str, float]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        every, last = self.settings.eval_every, run.epoch + 1 == run.epochs
+        if "valid" in self.task.streams("train") and (last or (every and (run.epoch + 1) % every == 0)):
+            out.update(self.evaluate("valid", run))
+        out.update(self.trainer.end_epoch(run, {**metrics, **out}))
+        return out
+
+    def evaluate(self, stream: str, run: RunContext) -> dict[str, float]:
+        self.network.eval()
+        try:
+            with self.trainer.evaluating():
+                return evaluate(self.task, self.network, stream, batch_size=self.settings.batch_size, run=run,
+                                max_batches=self.max_steps_per_epoch)
+        finally:
+            self.network.train()
+
+    def final(self, run: RunContext) -> dict[str, float]:
+        test = self.evaluate("test", run)
+        self.results = {**test, **self.sizes, "epochs": run.epoch + 1, "dataset": self.config.dataset.name,
+                        "space": self.config.space.name, "task": self.config.task.name}
+        return test
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"results": self.results}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        self.results = state.get("results")
+
+    def finish(self, run: RunContext) -> dict[str, Any]:
+        if self.results is None:  # resumed a checkpoint written before the last epoch's test
+            self.final(run)
+        if run.is_writer:
+            ckpt.write_text_atomic(run.dir / RESULTS_FILE, json.dumps(self.results, indent=2) + "\n")
+        return self.results
 
 
-def prepare_training(registries: Registries, config: Config, genotype: Genotype) -> TrainSetup:
+def prepare_training(registries: Registries, config: Config, genotype: Genotype) -> TrainPhase:
     """Seed, load the data and build a freshly initialised network from ``genotype``."""
+    require(config, registries, TRAIN_KINDS, "nas train")
     device = resolve_device(config.device)
     ckpt.seed_everything(config.seed)
     torch.backends.cudnn.benchmark = False
-    task = load_task(registries, config)
+    task = build_task(registries, config)
+    task.check_batch_size("train", config.train.batch_size, "train.batch_size")
     space: SearchSpace = build(registries.spaces, Component(config.space.name, config.network), SearchSpace)
     network = space.build_network(genotype, task.info).to(device)
-    check_batch_fits(task.train, config.train.batch_size, key="train.batch_size",
-                     what=f"the training set of {config.dataset.name!r}")
-    return TrainSetup(config, device, genotype, space, network, task)
+    sizes = measure(network, task.example_inputs(device))
+    trainer: Trainer = build(registries.trainers, config.trainer, Trainer, network=network, task=task,
+                             epochs=config.train.epochs)
+    return TrainPhase(config, device, genotype, task, space, network, trainer, sizes)
 
 
-def evaluate(network: nn.Module, dataset: Dataset, settings: TrainSettings, device: torch.device,
-             seed: int, max_batches: int | None) -> dict[str, float]:
-    """Top-1 and top-5 error (top-5 where there are more than 5 classes) on ``dataset``."""
-    network.eval()
-    loader = epoch_loader(dataset, batch_size=settings.batch_size, seed=seed, epoch=0, stream="test",
-                          workers=settings.workers, shuffle=False, drop_last=False)
-    top1 = top5 = count = 0
-    with torch.no_grad():
-        for x, y in limited(iter(loader), max_batches):
-            logits = network(x.to(device))
-            y = y.to(device)
-            ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            top1 += int((ranked[:, 0] == y).sum())
-            top5 += int((ranked == y[:, None]).any(1).sum())
-            count += len(y)
-    network.train()
-    if count == 0:
-        raise DataError("the test set is empty")
-    out = {"test_top1_error": 1 - top1 / count}
-    if logits.shape[1] > 5:
-        out["test_top5_error"] = 1 - top5 / count
-    return out
-
-
-def run_training(setup: TrainSetup, *, pm: pluggy.PluginManager, run_dir: Path, resume: bool = False,
-                 progress: bool | None = None, phase: str = "train") -> dict[str, Any]:
-    """Train (or resume) in ``run_dir``; writes checkpoints every epoch and ``results.json``."""
-    config, device, network, settings = setup.config, setup.device, setup.network, setup.config.train
-    optimizer = torch.optim.SGD(network.parameters(), lr=settings.lr, momentum=settings.momentum,
-                                weight_decay=settings.weight_decay)
-    scheduler: torch.optim.lr_scheduler.LRScheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs, eta_min=settings.lr_min)
-        if settings.lr_schedule == "cosine" else torch.optim.lr_scheduler.StepLR(optimizer, 1, settings.lr_gamma))
-    criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
-    train_set = Augmented(setup.task.train, Cutout(settings.cutout)) if settings.cutout > 0 else setup.task.train
-
-    start_epoch, step = 0, 0
-    if resume:
-        state = ckpt.resume_from(run_dir / CHECKPOINT_FILE,
-                                 {"network": network, "optimizer": optimizer, "scheduler": scheduler})
-        start_epoch, step = state["epoch"] + 1, state["step"]
-        log.info("resuming %s at epoch %d", run_dir, start_epoch + 1)
-
-    info = setup.task.info
-    sizes = {"params": count_parameters(network),
-             "params_with_auxiliary": sum(p.numel() for p in network.parameters()),
-             "multiply_adds": count_multiply_adds(network, info.input_shape, device)}
-    log.info("%s: %s on %s, %.3fM params, %.1fM multiply-adds, device %s", phase, config.space.name,
-             config.dataset.name, sizes["params"] / 1e6, sizes["multiply_adds"] / 1e6, device)
-    run = RunInfo(dir=run_dir, config=config, spec=setup.space.arch_spec(), plugin_manager=pm, phase=phase,
-                  start_epoch=start_epoch, genotype=setup.genotype)
-    pm.hook.nas_run_start(run=run)
-    def train_step(batch: tuple[Tensor, Tensor]) -> dict[str, float]:
-        x, y = to_device(batch, device)
-        loss, logits = training_loss(network(x), y, criterion, settings.aux_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if settings.grad_clip > 0:
-            nn.utils.clip_grad_norm_(network.parameters(), settings.grad_clip)
-        optimizer.step()
-        return {"train_loss": float(loss.detach()),
-                "train_acc": float((logits.detach().argmax(1) == y).float().mean())}
-
-    results: dict[str, Any] = {}
-    try:
-        for epoch in range(start_epoch, settings.epochs):
-            if hasattr(network, "drop_path_prob"):
-                network.drop_path_prob = drop_path_probability(settings, epoch)
-            loader = epoch_loader(train_set, batch_size=settings.batch_size, seed=config.seed, epoch=epoch,
-                                  stream="train", workers=settings.workers, pin_memory=device.type == "cuda")
-            steps = len(loader) if settings.max_steps_per_epoch is None else min(len(loader), settings.max_steps_per_epoch)
-            network.train()
-            lr = optimizer.param_groups[0]["lr"]
-
-            epoch_metrics, step = run_epoch(limited(iter(loader), steps), train_step, run=run, first_step=step,
-                                            total=steps, desc=f"epoch {epoch + 1}/{settings.epochs}", progress=progress)
-            scheduler.step()
-            epoch_metrics.update(lr=lr, drop_path_prob=float(getattr(network, "drop_path_prob", 0.0)))
-            last = epoch + 1 == settings.epochs
-            if last or (settings.eval_every and (epoch + 1) % settings.eval_every == 0):
-                limit = settings.max_steps_per_epoch
-                epoch_metrics.update(evaluate(network, setup.task.test, settings, device, config.seed, limit))
-            epoch_metrics.update({"params_M": sizes["params"] / 1e6, "multiply_adds_M": sizes["multiply_adds"] / 1e6})
-            ckpt.save_checkpoint(run_dir / CHECKPOINT_FILE, {
-                "epoch": epoch, "step": step, "network": network.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": ckpt.rng_state(), "config": to_dict(config),
-                "genotype": setup.genotype.to_dict(),
-            })
-            log.info("epoch %d/%d %s", epoch + 1, settings.epochs,
-                     " ".join(f"{k}={v:.4g}" for k, v in sorted(epoch_metrics.items())))
-            pm.hook.nas_epoch_end(run=run, epoch=epoch, metrics=epoch_metrics, genotype=setup.genotype, strengths={})
-            results = {**{k: v for k, v in epoch_metrics.items() if k.startswith("test_")}, **sizes,
-                       "epochs": epoch + 1, "dataset": config.dataset.name, "space": config.space.name}
-        if not results:  # resumed a finished run: report what it ended with
-            results = {**sizes, **evaluate(network, setup.task.test, settings, device, config.seed,
-                                           settings.max_steps_per_epoch),
-                       "epochs": settings.epochs, "dataset": config.dataset.name, "space": config.space.name}
-        ckpt.write_text_atomic(run_dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
-    except BaseException as e:
-        pm.hook.nas_run_end(run=run, genotype=setup.genotype, error=e)
-        raise
-    pm.hook.nas_run_end(run=run, genotype=setup.genotype, error=None)
-    return results
-
-
-def format_results(results: dict[str, Any]) -> str:
-    parts = [f"{k[len('test_'):].replace('_', ' ')} {100 * v:.2f} %" for k, v in results.items() if k.startswith("test_")]
+def format_results(results: Mapping[str, Any]) -> str:
+    tests = sorted((k for k in results if k.startswith("test_")), key=lambda k: (k == "test_loss", k))
+    parts = [f"{k[len('test_'):].replace('_', ' ')} {_value(k, results[k])}" for k in tests]
     parts += [f"{results['params'] / 1e6:.3f} M params", f"{results['multiply_adds'] / 1e6:.1f} M multiply-adds"]
     return "test " + ", ".join(parts)
+
+
+def _value(key: str, value: float) -> str:
+    return f"{100 * value:.2f} %" if key.endswith(("error", "acc")) else f"{value:.2f}"

@@ -28,3 +28,32 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 # small search settings shared by end-to-end tests
 TINY = ["--set", "space.cells=3", "--set", "space.channels=4", "--set", "search.batch_size=16",
         "--set", "search.max_steps_per_epoch=2", "--no-progress"]
+
+
+def image_task(info, n: int = 8):
+    """A classification task over ``n`` blank examples of shape ``info``: for unit tests that
+    need the task's loss and metrics but feed their own batches."""
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from nas_tasks.classification import ClassificationOptions, ClassificationTask
+    from nas_tasks.image_datasets import LabelledImages
+
+    data = TensorDataset(torch.zeros(n, *info.input_shape), torch.zeros(n, dtype=torch.long))
+    return ClassificationTask(ClassificationOptions(), data=LabelledImages(data, data, info))
+
+
+class StepRun:
+    """The two things an optimizer step asks of its run: a seeded generator per stream and the
+    gradient-reduction service (the identity, as on one process)."""
+
+    def __init__(self, seed: int = 0):
+        self.seed, self.generators = seed, {}
+
+    def generator(self, stream: str):
+        import torch
+
+        return self.generators.setdefault(stream, torch.Generator().manual_seed(self.seed))
+
+    def reduce(self, tensors):
+        return list(tensors)

@@ -1,15 +1,20 @@
 """The DARTS bilevel optimizer (DARTS.md section 4): alternate an architecture step on a
-validation batch and a weight step on a training batch.
+validation batch and a weight step on a training batch, with the same relaxation sample.
 
 Second order (xi > 0): the architecture gradient of L_val(w', alpha) with the virtual step
 w' = w - xi * (momentum * buf + grad_w L_train(w, alpha) + wd * w), i.e. exactly the next
 SGD iterate. The Hessian-vector product is a central finite difference in w. w' and w +- eps*v
 live in plain tensors passed through ``torch.func.functional_call``: no copy of the network.
+
+Every forward goes through the task (its loss, its carried state), so the same optimizer
+searches image and language-model spaces. Gradients pass through ``run.reduce`` where a
+data-parallel run must agree on them: the virtual step's, the finite-difference direction, the
+architecture gradient and the weight gradient.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -17,28 +22,31 @@ import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from nas_core.interfaces import BilevelOptimizer, Relaxation, Supernet
+from nas_core import BilevelOptimizer, MixingWeights, Outcome, Relaxation, RunContext, StepResult, Supernet, Task
+
+Reduce = Callable[[Sequence[Tensor]], list[Tensor]]
 
 
 @attrs.frozen
 class DartsOptions:
-    w_lr: float = 0.025
-    w_lr_min: float = 0.001  # cosine schedule over the epochs ends here
-    w_momentum: float = 0.9
-    w_weight_decay: float = 3e-4
-    grad_clip: float = 5.0  # max L2 norm of the weight gradient (0: off)
-    arch_lr: float = 3e-4
+    w_lr: float = attrs.field(default=0.025, validator=attrs.validators.gt(0))
+    w_lr_min: float = attrs.field(default=0.001, validator=attrs.validators.ge(0))  # cosine schedule ends here
+    w_momentum: float = attrs.field(default=0.9, validator=attrs.validators.ge(0))
+    w_weight_decay: float = attrs.field(default=3e-4, validator=attrs.validators.ge(0))
+    grad_clip: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))  # max L2 norm of the weight gradient (0: off)
+    arch_lr: float = attrs.field(default=3e-4, validator=attrs.validators.gt(0))
     arch_betas: tuple[float, float] = (0.5, 0.999)
-    arch_weight_decay: float = 1e-3
-    xi: float | None = None  # virtual step size; None: the current weight lr (darts_2nd only)
-    fd_eps: float = 0.01  # finite-difference step is fd_eps / ||grad_w' L_val||
+    arch_weight_decay: float = attrs.field(default=1e-3, validator=attrs.validators.ge(0))
+    # virtual step size; None: the current weight lr (darts_2nd only)
+    xi: float | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
+    fd_eps: float = attrs.field(default=0.01, validator=attrs.validators.gt(0))  # the step is fd_eps / ||grad_w' L_val||
 
 
 class DartsOptimizer(BilevelOptimizer):
-    def __init__(self, options: DartsOptions, *, supernet: Supernet, relaxation: Relaxation,
-                 criterion: Callable[[Tensor, Tensor], Tensor], epochs: int, second_order: bool):
+    def __init__(self, options: DartsOptions, *, supernet: Supernet, relaxation: Relaxation, task: Task,
+                 epochs: int, second_order: bool):
         self.opts = options
-        self.net, self.relax, self.criterion = supernet, relaxation, criterion
+        self.net, self.relax, self.task = supernet, relaxation, task
         self.second_order = second_order
         self.names = [n for n, _ in supernet.named_parameters()]
         self.weights = [p for _, p in supernet.named_parameters()]
@@ -52,29 +60,30 @@ class DartsOptimizer(BilevelOptimizer):
 
     # -- the two updates --------------------------------------------------------------------
 
-    def step(self, train_batch: tuple[Tensor, Tensor], val_batch: tuple[Tensor, Tensor]) -> dict[str, float]:
-        val_loss, arch_grads = self.arch_gradient(train_batch, val_batch)
+    def step(self, train_batch: Any, val_batch: Any, state: Mapping[str, Any], run: RunContext) -> StepResult:
+        sample = self.relax.sample(run.generator("relaxation"))  # one draw for every pass of this step
+        train_state = state.get("weights")
+        val_out, arch_grads = self.arch_gradient(train_batch, val_batch, train_state, state.get("arch"),
+                                                 sample=sample, reduce=run.reduce)
         for a, g in zip(self.alphas, arch_grads):
             a.grad = g
         self.a_opt.step()
         self.a_opt.zero_grad(set_to_none=True)
-        return {"arch_loss": float(val_loss), **self.weight_step(train_batch)}
+        train_out = self.weight_step(train_batch, train_state, sample=sample, reduce=run.reduce)
+        return StepResult({"train": train_out.stats, "arch": val_out.stats},
+                          {"weights": train_out.state, "arch": val_out.state})
 
-    def weight_step(self, batch: tuple[Tensor, Tensor]) -> dict[str, float]:
-        x, y = batch
+    def weight_step(self, batch: Any, state: Any = None, *, sample: Any = None, reduce: Reduce = list) -> Outcome:
         with torch.no_grad():
-            mix = self.relax.weights()  # alpha gets no gradient from the weight step
-        logits = self.net(x, mix)
-        loss = self.criterion(logits, y)
-        grads = _grad(loss, self.weights)
-        for p, g in zip(self.weights, grads):
+            mix = self.relax.weights(sample)  # alpha gets no gradient from the weight step
+        out = self._forward(self.weights, mix, batch, state)
+        for p, g in zip(self.weights, reduce(_grad(out.loss, self.weights))):
             p.grad = g
         if self.opts.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.weights, self.opts.grad_clip)
         self.w_opt.step()
         self.w_opt.zero_grad(set_to_none=True)
-        acc = (logits.detach().argmax(1) == y).float().mean()
-        return {"train_loss": float(loss.detach()), "train_acc": float(acc)}
+        return out
 
     # -- the architecture gradient ----------------------------------------------------------
 
@@ -84,25 +93,27 @@ class DartsOptimizer(BilevelOptimizer):
             return 0.0
         return self.w_opt.param_groups[0]["lr"] if self.opts.xi is None else self.opts.xi
 
-    def arch_gradient(self, train_batch: tuple[Tensor, Tensor],
-                      val_batch: tuple[Tensor, Tensor]) -> tuple[Tensor, list[Tensor]]:
-        """(L_val, d L_val(w', alpha) / d alpha) with w' the virtual step; w' = w when first order."""
+    def arch_gradient(self, train_batch: Any, val_batch: Any, train_state: Any = None, val_state: Any = None, *,
+                      sample: Any = None, reduce: Reduce = list) -> tuple[Outcome, list[Tensor]]:
+        """(the validation pass, d L_val(w', alpha) / d alpha) with w' the virtual step; w' = w when first order."""
         if not self.second_order:
-            loss = self._loss(self.weights, val_batch)
-            return loss.detach(), _grad(loss, self.alphas)
+            out = self._forward(self.weights, self.relax.weights(sample), val_batch, val_state)
+            return out, reduce(_grad(out.loss, self.alphas))
         xi = self.xi
-        w_virtual = [w.requires_grad_(True) for w in self.virtual_step(train_batch, xi)]
-        loss = self._loss(w_virtual, val_batch)
-        grads = _grad(loss, [*self.alphas, *w_virtual])
-        d_alpha, d_w = grads[:len(self.alphas)], grads[len(self.alphas):]
-        hvp = self.hessian_vector_product(d_w, train_batch)
-        return loss.detach(), [da - xi * h for da, h in zip(d_alpha, hvp)]
+        w_virtual = [w.requires_grad_(True) for w in self.virtual_step(train_batch, xi, train_state, sample, reduce)]
+        out = self._forward(w_virtual, self.relax.weights(sample), val_batch, val_state)
+        grads = _grad(out.loss, [*self.alphas, *w_virtual])
+        d_alpha, d_w = grads[:len(self.alphas)], reduce(grads[len(self.alphas):])
+        hvp = self.hessian_vector_product(d_w, train_batch, train_state, sample)
+        # the finite difference is linear in its two gradients: averaging the result averages both
+        return out, reduce([da - xi * h for da, h in zip(d_alpha, hvp)])
 
-    def virtual_step(self, batch: tuple[Tensor, Tensor], xi: float) -> list[Tensor]:
+    def virtual_step(self, batch: Any, xi: float, state: Any = None, sample: Any = None,
+                     reduce: Reduce = list) -> list[Tensor]:
         """The weights one SGD step ahead (momentum and weight decay included), as new tensors."""
         with torch.no_grad():
-            mix = self.relax.weights()
-        grads = _grad(self._forward_loss(self.weights, mix, batch), self.weights)
+            mix = self.relax.weights(sample)
+        grads = reduce(_grad(self._forward(self.weights, mix, batch, state).loss, self.weights))
         out = []
         with torch.no_grad():
             for w, g in zip(self.weights, grads):
@@ -113,31 +124,33 @@ class DartsOptimizer(BilevelOptimizer):
                 out.append(w - xi * d)
         return out
 
-    def hessian_vector_product(self, v: tuple[Tensor, ...] | list[Tensor], batch: tuple[Tensor, Tensor]) -> list[Tensor]:
+    def hessian_vector_product(self, v: Sequence[Tensor], batch: Any, state: Any = None,
+                               sample: Any = None) -> list[Tensor]:
         """grad^2_{alpha, w} L_train(w, alpha) . v by central differences in w."""
         norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in v]))
-        if float(norm) == 0.0:
-            return [torch.zeros_like(a) for a in self.alphas]
-        eps = self.opts.fd_eps / norm
+        # a zero v gives w+ == w-, hence an exact zero; clamping instead of testing keeps the host out
+        eps = self.opts.fd_eps / norm.clamp_min(torch.finfo(norm.dtype).tiny)
         with torch.no_grad():
             w_plus = [w + eps * t for w, t in zip(self.weights, v)]
             w_minus = [w - eps * t for w, t in zip(self.weights, v)]
-        g_plus = _grad(self._loss(w_plus, batch), self.alphas)
-        g_minus = _grad(self._loss(w_minus, batch), self.alphas)
+        g_plus = _grad(self._forward(w_plus, self.relax.weights(sample), batch, state).loss, self.alphas)
+        g_minus = _grad(self._forward(w_minus, self.relax.weights(sample), batch, state).loss, self.alphas)
         return [(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus)]
 
-    def _loss(self, weights: list[Tensor], batch: tuple[Tensor, Tensor]) -> Tensor:
-        return self._forward_loss(weights, self.relax.weights(), batch)
-
-    def _forward_loss(self, weights: list[Tensor], mix: dict[str, Tensor], batch: tuple[Tensor, Tensor]) -> Tensor:
-        x, y = batch
+    def _forward(self, weights: list[Tensor], mix: MixingWeights, batch: Any, state: Any) -> Outcome:
         if weights is self.weights:
-            return self.criterion(self.net(x, mix), y)
-        return self.criterion(functional_call(self.net, dict(zip(self.names, weights)), (x, mix)), y)
+            def model(*inputs: Any) -> Any:
+                return self.net(*inputs, arch_weights=mix)
+        else:
+            params = dict(zip(self.names, weights))
+
+            def model(*inputs: Any) -> Any:
+                return functional_call(self.net, params, inputs, {"arch_weights": mix})
+        return self.task.forward(model, batch, state)
 
     # -- schedule and state -----------------------------------------------------------------
 
-    def end_epoch(self) -> dict[str, float]:
+    def end_epoch(self, run: RunContext | None = None) -> dict[str, float]:
         lr = self.w_opt.param_groups[0]["lr"]
         self.scheduler.step()
         return {"lr": lr}

@@ -10,9 +10,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from nas_core.errors import GenotypeError
-from nas_core.genotype import Cell, Genotype
-from nas_core.interfaces import ArchSpec, DataInfo, MixingWeights, SearchSpace, Supernet
+from nas_core import (ArchSpec, Cell, DataInfo, Genotype, GenotypeError, MixingWeights, RunContext, SearchSpace,
+                      Supernet, hookimpl)
 from nas_darts.ops import CNN_OPS, FactorizedReduce, PreActivated, make_op, relu_conv_bn
 
 NUM_INPUTS = 2
@@ -43,6 +42,8 @@ class DartsCnnOptions:
     stem: str = attrs.field(default="cifar", validator=attrs.validators.in_(("cifar", "imagenet")))
     # discrete networks only: an auxiliary classifier after the cell at 2/3 depth (training mode)
     auxiliary: bool = False
+    # discrete networks only: drop-path probability of the last epoch, ramped linearly from 0 at the first
+    drop_path: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0), attrs.validators.lt(1)])
 
 
 def reduction_layers(cells: int) -> set[int]:
@@ -180,7 +181,7 @@ class DartsCnnSupernet(Supernet, _Stack):
         self.channels_last, self.recompute_edges = opts.channels_last, opts.recompute_edges
         self._build(opts, data, lambda *a: SearchCell(opts, *a), lambda reduction: opts.nodes)
 
-    def forward(self, x: Tensor, arch_weights: MixingWeights) -> Tensor:
+    def forward(self, x: Tensor, *, arch_weights: MixingWeights) -> Tensor:
         s0, s1 = self._stems(x, self.channels_last)
         for cell in self.cells:
             kind = "reduce" if cell.reduction else "normal"
@@ -239,13 +240,18 @@ class AuxiliaryHead(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
+def drop_path_probability(final: float, epoch: int, epochs: int) -> float:
+    """Linear ramp from 0 at the first epoch towards ``final`` (as in DARTS)."""
+    return final * epoch / epochs
+
+
 class DartsCnnNetwork(_Stack):
-    """The discrete network of a genotype. The trainer sets ``drop_path_prob``; in training
-    mode with ``auxiliary`` the forward returns ``(logits, auxiliary_logits)``."""
+    """The discrete network of a genotype. In training mode with ``auxiliary`` the forward returns
+    ``(logits, auxiliary_logits)``. It ramps its own drop-path probability as epochs begin."""
 
     def __init__(self, opts: DartsCnnOptions, genotype: Genotype, data: DataInfo):
         super().__init__()
-        self.drop_path_prob = 0.0
+        self.drop_path, self.drop_path_prob = opts.drop_path, 0.0
         self.channels_last = opts.channels_last
         self._build(opts, data,
                     lambda c_pp, c_p, c, red, red_prev: DiscreteCell(
@@ -253,6 +259,11 @@ class DartsCnnNetwork(_Stack):
                     lambda reduction: len(genotype.cells["reduce" if reduction else "normal"].concat))
         self.auxiliary_head = (AuxiliaryHead(self.aux_channels, data.num_classes, 2 if opts.stem == "imagenet" else 3)
                                if opts.auxiliary else None)
+
+    @hookimpl
+    def nas_epoch_start(self, run: RunContext) -> None:
+        self.drop_path_prob = drop_path_probability(self.drop_path, run.epoch, run.epochs)
+        run.epoch_metrics["drop_path_prob"] = self.drop_path_prob
 
     def forward(self, x: Tensor) -> Tensor | tuple[Tensor, Tensor]:
         s0, s1 = self._stems(x, self.channels_last)

@@ -7,9 +7,8 @@ from importlib import resources
 
 import yaml
 
-from nas_core.genotype import Genotype
-from nas_core.hookspecs import hookimpl
-from nas_darts import architect, datasets
+from nas_core import Genotype, hookimpl
+from nas_darts import architect
 from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace
 from nas_darts.softmax import SoftmaxOptions, SoftmaxRelaxation
 from nas_darts.topk import TopKDiscretizer, TopKOptions
@@ -38,14 +37,6 @@ def nas_register_discretizers(register: Callable[..., None]) -> None:
 
 
 @hookimpl
-def nas_register_datasets(register: Callable[..., None]) -> None:
-    register("digits", datasets.digits)
-    register("cifar10", datasets.cifar10, options=datasets.CifarOptions)
-    register("cifar100", datasets.cifar100, options=datasets.CifarOptions)
-    register("imagefolder", datasets.imagefolder, options=datasets.ImageFolderOptions)
-
-
-@hookimpl
 def nas_register_genotypes(register: Callable[..., None]) -> None:
     for name, doc in (("darts_v1", "DARTS (first order) CIFAR-10 cell, Liu et al. 2019"),
                       ("darts_v2", "DARTS (second order) CIFAR-10 cell, Liu et al. 2019: 2.76 % error, 3.3 M params"),
@@ -56,7 +47,7 @@ def nas_register_genotypes(register: Callable[..., None]) -> None:
 
 @hookimpl
 def nas_register_presets(register: Callable[..., None]) -> None:
-    for name, doc in (("demo", "small CPU search on the embedded digits set (default)"),
+    for name, doc in (("demo", "small CPU search and training on the embedded digits set"),
                       ("paper", "the DARTS paper's CIFAR-10 search and evaluation settings")):
         text = resources.files("nas_darts").joinpath("presets", f"{name}.yaml").read_text()
-        register(name, yaml.safe_load(text), doc=doc)
+        register(name, yaml.safe_load(text), doc=doc, default=name == "demo")

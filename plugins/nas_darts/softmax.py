@@ -6,7 +6,7 @@ import attrs
 import torch
 from torch import Tensor, nn
 
-from nas_core.interfaces import ArchSpec, MixingWeights, Relaxation
+from nas_core import ArchSpec, MixingWeights, Relaxation
 
 
 @attrs.frozen
@@ -24,7 +24,7 @@ class SoftmaxRelaxation(Relaxation):
             for cell_type in spec.edges
         })
 
-    def weights(self) -> MixingWeights:
+    def weights(self, sample: None = None) -> MixingWeights:
         return MixingWeights({k: torch.softmax(a, dim=-1) for k, a in self.alphas.items()})
 
     def strengths(self) -> dict[str, Tensor]:

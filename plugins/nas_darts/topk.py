@@ -8,8 +8,7 @@ from collections.abc import Mapping
 import attrs
 from torch import Tensor
 
-from nas_core.genotype import Cell, Genotype
-from nas_core.interfaces import ArchSpec, Discretizer
+from nas_core import ArchSpec, Cell, Discretizer, Genotype, RunContext
 
 
 @attrs.frozen
@@ -22,7 +21,7 @@ class TopKDiscretizer(Discretizer):
     def __init__(self, options: TopKOptions):
         self.k = options.k
 
-    def derive(self, strengths: Mapping[str, Tensor], spec: ArchSpec) -> Genotype:
+    def derive(self, strengths: Mapping[str, Tensor], spec: ArchSpec, run: RunContext | None = None) -> Genotype:
         k = self.k or spec.inputs_per_node
         live = [i for i, op in enumerate(spec.ops) if op != spec.zero_op]
         cells = {}

@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Mapping
 
 import torch
 from torch import Tensor
 
-from nas_core.genotype import Genotype
-from nas_core.hookspecs import hookimpl
-from nas_core.interfaces import ArchSpec
-from nas_core.run import RunInfo
+from nas_core import ArchSpec, Genotype, RunContext, cell_graph, hookimpl
 
 TENSORBOARD_DIR = "tb"  # inside the run directory
 log = logging.getLogger("nas")
@@ -39,10 +37,17 @@ def strengths_table(cell_type: str, values: Tensor, spec: ArchSpec) -> str:
     return f"**{cell_type}** (rows: edges src->dst, columns: ops)\n\n" + head + "\n".join(rows)
 
 
+def png_bytes(genotype: Genotype) -> dict[str, bytes]:
+    """PNG of every cell, or {} without Graphviz's ``dot`` program."""
+    if shutil.which("dot") is None:
+        return {}
+    return {name: cell_graph(name, cell).pipe(format="png") for name, cell in genotype.cells.items()}
+
+
 class TensorBoardMonitor:
     """One run's writer; registered with the plugin manager for the run's lifetime."""
 
-    def __init__(self, run: RunInfo):
+    def __init__(self, run: RunContext):
         from torch.utils.tensorboard import SummaryWriter
 
         self.run = run
@@ -54,21 +59,19 @@ class TensorBoardMonitor:
             import numpy as np
             from PIL import Image
 
-            from nas_core.draw import png_bytes
-
             for cell_type, png in png_bytes(run.genotype).items():
                 pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
                 self.writer.add_image(f"cell/{cell_type}", pixels, dataformats="HWC")
             self.writer.add_text("genotype", "```\n" + run.genotype.to_json() + "```", 0)
 
     @hookimpl
-    def nas_step_end(self, run: RunInfo, step: int, metrics: Mapping[str, float]) -> None:
+    def nas_step_end(self, run: RunContext, step: int, metrics: Mapping[str, Tensor]) -> None:
         if run is self.run:
             for key, value in metrics.items():
-                self.writer.add_scalar(f"{self.prefix}_step/{key}", value, step)
+                self.writer.add_scalar(f"{self.prefix}_step/{key}", float(value), step)
 
     @hookimpl
-    def nas_epoch_end(self, run: RunInfo, epoch: int, metrics: Mapping[str, float], genotype: Genotype,
+    def nas_epoch_end(self, run: RunContext, epoch: int, metrics: Mapping[str, float], genotype: Genotype | None,
                       strengths: Mapping[str, Tensor]) -> None:
         if run is not self.run:
             return
@@ -77,11 +80,12 @@ class TensorBoardMonitor:
         for cell_type, values in strengths.items():
             self.writer.add_image(f"alpha_softmax/{cell_type}", heatmap(values), epoch + 1)
             self.writer.add_text(f"alpha_softmax/{cell_type}", strengths_table(cell_type, values, run.spec), epoch + 1)
-        self.writer.add_text("genotype", "```\n" + genotype.to_json() + "```", epoch + 1)
+        if strengths and genotype is not None:  # a search: the genotype changes every epoch
+            self.writer.add_text("genotype", "```\n" + genotype.to_json() + "```", epoch + 1)
         self.writer.flush()
 
     @hookimpl
-    def nas_run_end(self, run: RunInfo, genotype: Genotype | None, error: BaseException | None) -> None:
+    def nas_run_end(self, run: RunContext, genotype: Genotype | None, error: BaseException | None) -> None:
         if run is self.run:
             self.writer.close()
             run.plugin_manager.unregister(self)
@@ -89,6 +93,8 @@ class TensorBoardMonitor:
 
 
 @hookimpl
-def nas_run_start(run: RunInfo) -> None:
+def nas_run_start(run: RunContext) -> None:
+    if not run.is_writer:  # one event file per run, from rank 0 of a distributed job
+        return
     run.plugin_manager.register(TensorBoardMonitor(run), name=f"tensorboard-monitor:{id(run)}")
     log.info("TensorBoard:  tensorboard --logdir %s", run.dir / TENSORBOARD_DIR)

@@ -3,7 +3,6 @@
 Each evaluator contributes the target's settings as a config layer (dataset, evaluation network,
 training schedule) and trains with the core train engine. Command-line flags still win, so
 ``nas transfer --target imagenet --dataset cifar100`` trains the ImageNet network on CIFAR-100.
-The RNN space registers its PTB -> WikiText-2 evaluator through the same hook.
 """
 
 from __future__ import annotations
@@ -11,22 +10,23 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from nas_core.hookspecs import hookimpl
-from nas_core.interfaces import Evaluator
+from nas_core import Evaluator, hookimpl
 
 # DARTS.md sections 6 and 9: the mobile-setting ImageNet network and its schedule
 IMAGENET = {
     "dataset": {"name": "imagefolder"},
-    "network": {"cells": 14, "channels": 48, "auxiliary": True, "stem": "imagenet"},
-    "train": {"epochs": 250, "batch_size": 128, "lr": 0.1, "lr_schedule": "step", "lr_gamma": 0.97,
-              "momentum": 0.9, "weight_decay": 3.0e-5, "grad_clip": 5.0, "drop_path": 0.0, "aux_weight": 0.4,
-              "cutout": 0, "label_smoothing": 0.1},
+    "task": {"name": "classification", "valid_split": 0.0, "cutout": 0, "aux_weight": 0.4, "label_smoothing": 0.1},
+    "network": {"cells": 14, "channels": 48, "auxiliary": True, "stem": "imagenet", "drop_path": 0.0},
+    "trainer": {"name": "sgd", "lr": 0.1, "lr_schedule": "step", "lr_gamma": 0.97, "momentum": 0.9,
+                "weight_decay": 3.0e-5, "grad_clip": 5.0},
+    "train": {"epochs": 250, "batch_size": 128},
 }
 CIFAR100 = {
     "dataset": {"name": "cifar100"},
-    "network": {"cells": 20, "channels": 36, "auxiliary": True, "stem": "cifar"},
-    "train": {"epochs": 600, "batch_size": 96, "lr": 0.025, "lr_min": 0.0, "momentum": 0.9, "weight_decay": 3.0e-4,
-              "grad_clip": 5.0, "drop_path": 0.2, "aux_weight": 0.4, "cutout": 16},
+    "task": {"name": "classification", "valid_split": 0.0, "cutout": 16, "aux_weight": 0.4},
+    "network": {"cells": 20, "channels": 36, "auxiliary": True, "stem": "cifar", "drop_path": 0.2},
+    "trainer": {"name": "sgd", "lr": 0.025, "lr_min": 0.0, "momentum": 0.9, "weight_decay": 3.0e-4, "grad_clip": 5.0},
+    "train": {"epochs": 600, "batch_size": 96},
 }
 
 

@@ -9,15 +9,15 @@ earlier node; the cell's output is the mean of its intermediate nodes. Every nod
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import attrs
 import torch
 from torch import Tensor, nn
 
-from nas_core.errors import GenotypeError
-from nas_core.genotype import Cell, Genotype
-from nas_core.interfaces import ArchSpec, DataInfo, SearchSpace, Supernet
+# Everything a plugin uses from the toolkit comes from the package itself: `nas_core`'s
+# submodules are internal and may move.
+from nas_core import ArchSpec, Cell, DataInfo, Genotype, GenotypeError, MixingWeights, SearchSpace, Supernet
 
 CELL = "cell"  # the only cell type; the key of arch_weights, strengths and genotypes
 NUM_INPUTS = 1  # node 0, the stem output
@@ -77,7 +77,8 @@ class TinyMlpSupernet(Supernet):
         self.edges = nn.ModuleList(MixedEdge(options.width) for _ in cell_edges(options.nodes))
         self.classifier = nn.Linear(options.width, data.num_classes)
 
-    def forward(self, x: Tensor, arch_weights: Mapping[str, Tensor]) -> Tensor:
+    def forward(self, x: Tensor, *, arch_weights: MixingWeights) -> Tensor:
+        # The task calls model(x); the optimizer binds the mixing weights as a keyword.
         weights = arch_weights[CELL]  # [edges, ops], rows in cell_edges order
         states = [self.stem(x.flatten(1))]
         row = 0

@@ -1,5 +1,6 @@
 """Datasets: the embedded digits set, CIFAR-10/100 read from tiny files in the official format,
-the errors users see for missing or damaged data, the search split and per-epoch loaders."""
+the errors users see for missing or damaged data, and how the classification task splits and
+loads them (the search split, per-epoch order)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from nas_core.data import epoch_loader, search_split
-from nas_core.errors import ConfigError, DataError
-from nas_darts import datasets
-from nas_darts.datasets import CifarOptions
-
-sys.path.insert(0, str(Path(__file__).parent))
-from cifar_files import (  # noqa: E402
+from cifar_files import (
     CIFAR10_FILES,
     CIFAR10_FOLDER,
     CIFAR100_FILES,
@@ -31,6 +27,14 @@ from cifar_files import (  # noqa: E402
     write_cifar100,
     write_py2_pickle,
 )
+from nas_core import DataInfo, RunContext, Task
+from nas_core.components import build
+from nas_core.config import Layer, load_yaml_file, resolve
+from nas_core.data import build_task, load_data
+from nas_core.errors import ConfigError, DataError
+from nas_tasks import image_datasets as datasets
+from nas_tasks.classification import ClassificationOptions, ClassificationTask
+from nas_tasks.image_datasets import CifarOptions, LabelledImages
 
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
@@ -140,22 +144,22 @@ def test_helper_writes_the_official_python_format(c10, c100):
         assert len(pickle.load(f, encoding="bytes")[b"fine_label_names"]) == 100
 
 
-def assert_images_round_trip(task, files, mean, std) -> None:
+def assert_images_round_trip(data, files, mean, std) -> None:
     """Every image and label comes back exactly, once the normalisation is undone."""
-    for ds, data, labels in ((task.train, files.train_data, files.train_labels),
-                             (task.test, files.test_data, files.test_labels)):
+    for ds, rows, labels in ((data.train, files.train_data, files.train_labels),
+                             (data.test, files.test_data, files.test_labels)):
         for i in range(len(ds)):
             x, y = ds[i]
             assert isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.shape == (3, 32, 32)
             assert y == labels[i]
-            assert np.array_equal(as_uint8(x, mean, std), data[i].reshape(3, 32, 32)), i
+            assert np.array_equal(as_uint8(x, mean, std), rows[i].reshape(3, 32, 32)), i
 
 
 def test_cifar10_loads_unverified(c10):
-    task = datasets.cifar10(NO_MD5, root=c10.root)
-    assert len(task.train) == 50 and len(task.test) == 7
-    assert task.info.input_shape == (3, 32, 32) and task.info.num_classes == 10
-    assert_images_round_trip(task, c10, CIFAR10_MEAN, CIFAR10_STD)
+    data = datasets.cifar10(NO_MD5, root=c10.root)
+    assert len(data.train) == 50 and len(data.test) == 7
+    assert data.info.input_shape == (3, 32, 32) and data.info.num_classes == 10
+    assert_images_round_trip(data, c10, CIFAR10_MEAN, CIFAR10_STD)
 
 
 def test_cifar10_known_image_channels_and_normalisation(tmp_path):
@@ -169,49 +173,49 @@ def test_cifar10_known_image_channels_and_normalisation(tmp_path):
     labels = [0, 7, 1, 2]
     write_py2_pickle(files.folder / "data_batch_2", {"batch_label": "training batch 2 of 5", "labels": labels,
                                                      "data": data, "filenames": ["a", "b", "c", "d"]})
-    task = datasets.cifar10(NO_MD5, root=tmp_path)
-    x, y = task.train[5]  # second image of the second batch file
+    loaded = datasets.cifar10(NO_MD5, root=tmp_path)
+    x, y = loaded.train[5]  # second image of the second batch file
     assert y == 7
     assert np.array_equal(as_uint8(x, CIFAR10_MEAN, CIFAR10_STD), pattern)
     assert torch.allclose(x[0], torch.full((32, 32), (1 - CIFAR10_MEAN[0]) / CIFAR10_STD[0]), atol=1e-5)
     assert torch.allclose(x[1], torch.full((32, 32), -CIFAR10_MEAN[1] / CIFAR10_STD[1]), atol=1e-5)
     assert torch.allclose(x[2, 5], (torch.arange(32) * 8 / 255 - CIFAR10_MEAN[2]) / CIFAR10_STD[2], atol=1e-5)
-    assert task.train.classes[7] == "horse"
+    assert loaded.train.classes[7] == "horse"
 
 
 def test_cifar100_loads_unverified(c100):
-    task = datasets.cifar100(NO_MD5, root=c100.root)
-    assert len(task.train) == 12 and len(task.test) == 6
-    assert task.info.input_shape == (3, 32, 32) and task.info.num_classes == 100
-    assert_images_round_trip(task, c100, CIFAR100_MEAN, CIFAR100_STD)  # labels: the fine ones
+    data = datasets.cifar100(NO_MD5, root=c100.root)
+    assert len(data.train) == 12 and len(data.test) == 6
+    assert data.info.input_shape == (3, 32, 32) and data.info.num_classes == 100
+    assert_images_round_trip(data, c100, CIFAR100_MEAN, CIFAR100_STD)  # labels: the fine ones
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_cifar_augment_random_on_train_only(name, c10, c100):
     files, mean, std = (c10, CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else (c100, CIFAR100_MEAN, CIFAR100_STD)
-    task = getattr(datasets, name)(CifarOptions(verify_md5=False, augment=True), root=files.root)
+    data = getattr(datasets, name)(CifarOptions(verify_md5=False, augment=True), root=files.root)
     reads = []
     for seed in range(8):
         torch.manual_seed(seed)
-        x, y = task.train[3]
+        x, y = data.train[3]
         assert x.shape == (3, 32, 32) and x.dtype == torch.float32 and y == files.train_labels[3]
         reads.append(x)
     assert any(not torch.equal(reads[0], r) for r in reads[1:]), "augment=True never changed the image"
     assert any(not np.array_equal(as_uint8(r, mean, std), files.train_image(3)) for r in reads)
     torch.manual_seed(5)
-    assert torch.equal(task.train[3][0], reads[5])  # random through the torch RNG: reproducible
+    assert torch.equal(data.train[3][0], reads[5])  # random through the torch RNG: reproducible
     # the test set is never augmented
     for seed in range(3):
         torch.manual_seed(seed)
-        assert np.array_equal(as_uint8(task.test[2][0], mean, std), files.test_image(2))
+        assert np.array_equal(as_uint8(data.test[2][0], mean, std), files.test_image(2))
 
 
 def test_cifar_no_augment_is_deterministic(c10):
-    task = datasets.cifar10(CifarOptions(verify_md5=False, augment=False), root=c10.root)
+    data = datasets.cifar10(CifarOptions(verify_md5=False, augment=False), root=c10.root)
     torch.manual_seed(0)
-    a = task.train[3][0]
+    a = data.train[3][0]
     torch.manual_seed(1)
-    assert torch.equal(a, task.train[3][0])
+    assert torch.equal(a, data.train[3][0])
 
 
 def test_cifar_options_default_verify_md5_and_augment():
@@ -341,31 +345,34 @@ def test_inconsistent_labels_are_a_data_error(labels, tmp_path):
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_unverified_cifar_pickles_for_worker_processes(name, c10, c100):
     files = c10 if name == "cifar10" else c100
-    task = getattr(datasets, name)(CifarOptions(verify_md5=False, augment=True), root=files.root)
-    clone = pickle.loads(pickle.dumps(task.train))
+    data = getattr(datasets, name)(CifarOptions(verify_md5=False, augment=True), root=files.root)
+    clone = pickle.loads(pickle.dumps(data.train))
     torch.manual_seed(0)
     a = clone[1][0]
     torch.manual_seed(0)
-    assert torch.equal(a, task.train[1][0])
+    assert torch.equal(a, data.train[1][0])
 
 
-def test_load_task_root_not_a_directory(tmp_path):
-    from nas_core.config import Layer, resolve
-    from nas_core.data import load_task
-    from nas_core.plugins import collect_registries, make_plugin_manager
-
-    registries = collect_registries(make_plugin_manager(blocked=["tensorboard"]))
+def test_load_data_root_not_a_directory(registries, tmp_path):
     not_a_dir = tmp_path / "file"
     not_a_dir.write_text("x")
     for root in (not_a_dir, tmp_path / "nowhere"):
-        config = resolve(registries, [Layer({"dataset": {"name": "cifar10"}, "data_root": str(root)}, "test")])
+        config = resolve(registries, [Layer({"dataset": {"name": "cifar10"}, "data_root": str(root)}, "test")],
+                         preset="demo")
         with pytest.raises(DataError, match="--data-root"):
-            load_task(registries, config)
+            load_data(registries, config)
+        with pytest.raises(DataError, match="--data-root"):
+            build_task(registries, config)
     files = write_cifar10(tmp_path / "ok", per_batch=2)
     config = resolve(registries, [Layer({"dataset": {"name": "cifar10", "verify_md5": False},
-                                         "data_root": str(files.root)}, "test")])
-    task = load_task(registries, config)
-    assert len(task.train) == 10 and task.info.num_classes == 10
+                                         "data_root": str(files.root)}, "test")], preset="demo")
+    data = load_data(registries, config)
+    assert isinstance(data, LabelledImages)
+    assert len(data.train) == 10 and data.info.num_classes == 10
+    task = build_task(registries, config)
+    assert isinstance(task, ClassificationTask) and task.info.num_classes == 10
+    run = make_run(config)
+    assert [len(task.loader(s, batch_size=1, run=run, evaluation=True)) for s in ("weights", "arch")] == [5, 5]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -412,7 +419,7 @@ def run_nas(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, env=nas_env(), capture_output=True, text=True, timeout=300)
 
 
-def test_cli_end_to_end_search_on_tiny_cifar10(tmp_path):
+def test_cli_end_to_end_search_on_tiny_cifar10(registries, tmp_path):
     # 3 cells: cell 0 normal, cells 1 and 2 reduction
     files = write_cifar10(tmp_path / "data", per_batch=20, n_test=4)
     run_dir = tmp_path / "run"
@@ -420,8 +427,14 @@ def test_cli_end_to_end_search_on_tiny_cifar10(tmp_path):
     assert result.returncode == 0, result.stderr + result.stdout
     assert "Traceback" not in result.stderr
     assert (run_dir / "genotype.json").is_file()
-    assert "dataset=cifar10" in result.stdout
-    assert "50+50 examples" in result.stdout  # both halves of the 100 training images
+    assert "dataset=cifar10" in result.stdout and "task=classification" in result.stdout
+    # the task the run saved splits the 100 training images into two halves of 50, in file order
+    config = resolve(registries, [Layer(load_yaml_file(run_dir / "config.yaml"), "saved config")])
+    task = build_task(registries, config)
+    run = make_run(config)
+    labels = [[int(y) for _, ys in task.loader(s, batch_size=100, run=run, evaluation=True) for y in ys]
+              for s in ("weights", "arch")]
+    assert labels == [files.train_labels[:50], files.train_labels[50:]]
 
 
 def test_cli_search_with_two_cells_runs_or_fails_cleanly(tmp_path):
@@ -447,67 +460,98 @@ def test_cli_rerun_same_out_after_data_error(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# search split and per-epoch loaders
+# the classification task over these datasets: search split and per-epoch loaders
 # ---------------------------------------------------------------------------------------------
 
-def test_search_split_half_is_disjoint_and_covers():
-    ds = TensorDataset(torch.arange(101))
-    a, b = search_split(ds, 0.5)
-    ia, ib = [int(a[i][0]) for i in range(len(a))], [int(b[i][0]) for i in range(len(b))]
-    assert len(ia) == 50 and len(ib) == 51
-    assert not set(ia) & set(ib)
-    assert sorted(ia + ib) == list(range(101))
+def ids_data(n: int) -> LabelledImages:
+    """``n`` examples whose input is their own index (and label), in file order."""
+    ids = torch.arange(n)
+    return LabelledImages(train=TensorDataset(ids, ids), test=TensorDataset(ids[:7], ids[:7]),
+                          info=DataInfo(input_shape=(), num_classes=n))
 
 
-@pytest.mark.parametrize("portion", [0.0, 1.0, 0.001, -0.5, 1.5])
-def test_search_split_empty_half_is_a_config_error(portion):
-    with pytest.raises(ConfigError, match="train_portion"):
-        search_split(TensorDataset(torch.arange(100)), portion)
+def make_run(config, *, seed: int | None = None, epoch: int = 0, phase: str = "search") -> RunContext:
+    """A run context as the engine builds one, at the start of ``epoch``."""
+    if seed is not None:
+        config = attrs.evolve(config, seed=seed)
+    run = RunContext(dir=Path("unused"), config=config, phase=phase, device=torch.device("cpu"),
+                     plugin_manager=None, epochs=epoch + 1)
+    run.start_epoch_state(epoch)
+    return run
 
 
-def _order(loader) -> list[int]:
-    return [int(v) for (batch,) in loader for v in batch]
+@pytest.fixture(scope="module")
+def demo(registries):
+    return resolve(registries, [], preset="demo")
 
 
-def _loader(ds, **kw):
-    args = dict(batch_size=10, seed=0, epoch=0, stream="weights", workers=0)
-    return epoch_loader(ds, **{**args, **kw})
+def _ids(loader) -> list[int]:
+    return [int(v) for x, _ in loader for v in x]
 
 
-def test_epoch_loader_order_depends_on_seed_epoch_stream_only():
-    ds = TensorDataset(torch.arange(200))
+def test_search_split_half_is_disjoint_and_covers(demo):
+    task = ClassificationTask(ClassificationOptions(search_split=0.5), data=ids_data(101))
+    assert task.streams("search") == ("weights", "arch")
+    run = make_run(demo)
+    weights = _ids(task.loader("weights", batch_size=200, run=run, evaluation=True))
+    arch = _ids(task.loader("arch", batch_size=200, run=run, evaluation=True))
+    # the first half trains the weights, the second the architecture, in file order
+    assert weights == list(range(50)) and arch == list(range(50, 101))
+    # and shuffled for training, each stream still holds exactly its half
+    assert sorted(_ids(task.loader("weights", batch_size=10, run=run))) == list(range(50))
+    assert set(_ids(task.loader("arch", batch_size=17, run=run))) <= set(range(50, 101))
+
+
+@pytest.mark.parametrize("portion", [0.0, 1.0, 0.001, 0.999, -0.5, 1.5])
+def test_search_split_empty_half_is_a_config_error(registries, portion):
+    with pytest.raises(ConfigError, match="search_split"):
+        config = resolve(registries, [Layer({"task": {"search_split": portion}}, "test")], preset="demo")
+        build(registries.tasks, config.task, Task, data=ids_data(100))
+
+
+def _order(task, stream: str, config, *, seed: int = 0, epoch: int = 0, batch_size: int = 10) -> list[int]:
+    return _ids(task.loader(stream, batch_size=batch_size, run=make_run(config, seed=seed, epoch=epoch)))
+
+
+def test_loader_order_depends_on_seed_epoch_stream_only(demo):
+    task = ClassificationTask(ClassificationOptions(search_split=0.5), data=ids_data(200))
     torch.manual_seed(1)
-    first = _order(_loader(ds, seed=3, epoch=2))
+    first = _order(task, "weights", demo, seed=3, epoch=2)
     torch.manual_seed(2)
     torch.rand(5)
-    assert _order(_loader(ds, seed=3, epoch=2)) == first  # not the global RNG
-    assert sorted(first) == list(range(200))
-    assert first != list(range(200))  # shuffled
-    assert _order(_loader(ds, seed=3, epoch=3)) != first
-    assert _order(_loader(ds, seed=4, epoch=2)) != first
-    assert _order(_loader(ds, seed=3, epoch=2, stream="arch")) != first
+    assert _order(task, "weights", demo, seed=3, epoch=2) == first  # not the global RNG
+    assert sorted(first) == list(range(100))
+    assert first != list(range(100))  # shuffled
+    assert _order(task, "weights", demo, seed=3, epoch=3) != first
+    assert _order(task, "weights", demo, seed=4, epoch=2) != first
+    # the arch half is as large: the same generator would give the same permutation of it
+    assert [i - 100 for i in _order(task, "arch", demo, seed=3, epoch=2)] != first
 
 
-def test_epoch_loader_does_not_consume_global_rng():
-    ds = TensorDataset(torch.arange(64).float())
+def test_loader_does_not_consume_global_rng(demo):
+    task = ClassificationTask(ClassificationOptions(valid_split=0.0), data=ids_data(64))
     torch.manual_seed(42)
     state = torch.get_rng_state()
-    loader = _loader(ds, batch_size=8, seed=1, epoch=5)
-    assert len(_order(loader)) == 64
-    _order(_loader(ds, batch_size=8, seed=1, epoch=5, shuffle=False, drop_last=False))
+    run = make_run(demo, seed=1, epoch=5, phase="train")
+    assert len(_ids(task.loader("train", batch_size=8, run=run))) == 64
+    assert len(_ids(task.loader("train", batch_size=8, run=run, evaluation=True))) == 64
+    assert len(_ids(task.loader("test", batch_size=8, run=run, evaluation=True))) == 7
     assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_epoch_loader_drop_last_and_batch_too_large():
-    ds = TensorDataset(torch.arange(25))
-    assert [len(b) for (b,) in _loader(ds, batch_size=10)] == [10, 10]
-    assert [len(b) for (b,) in _loader(ds, batch_size=10, shuffle=False, drop_last=False)] == [10, 10, 5]
-    assert _order(_loader(ds, batch_size=10, shuffle=False, drop_last=False)) == list(range(25))
-    with pytest.raises(ConfigError, match="batch_size"):
-        _loader(ds, batch_size=26)
+def test_loader_drop_last_and_batch_too_large(demo):
+    task = ClassificationTask(ClassificationOptions(valid_split=0.0), data=ids_data(25))
+    run = make_run(demo, phase="train")
+    assert [len(x) for x, _ in task.loader("train", batch_size=10, run=run)] == [10, 10]
+    evaluation = task.loader("train", batch_size=10, run=run, evaluation=True)
+    assert len(evaluation) == 3 and [len(x) for x, _ in evaluation] == [10, 10, 5]
+    assert _ids(evaluation) == list(range(25))
+    task.check_batch_size("train", 25, "train.batch_size")
+    with pytest.raises(ConfigError, match="train.batch_size"):
+        task.check_batch_size("train", 26, "train.batch_size")
 
 
-def test_epoch_loader_cifar_labels_are_int64(c10):
-    task = datasets.cifar10(NO_MD5, root=c10.root)
-    x, y = next(iter(_loader(task.train, batch_size=4)))
+def test_loader_cifar_labels_are_int64(c10, demo):
+    task = ClassificationTask(ClassificationOptions(), data=datasets.cifar10(NO_MD5, root=c10.root))
+    x, y = next(iter(task.loader("weights", batch_size=4, run=make_run(demo))))
     assert x.shape == (4, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.int64

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from benchmarks.reference import textbook
-from nas_core.interfaces import DataInfo
+from conftest import image_task
+from nas_core import DataInfo
 from nas_darts.architect import DartsOptions, DartsOptimizer
 from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace
 from nas_darts.softmax import SoftmaxOptions, SoftmaxRelaxation
@@ -19,7 +20,7 @@ def engines(dtype: torch.dtype, second_order: bool, **space_kw):
     net = space.build_supernet(DataInfo((3, 8, 8), 10)).to(dtype)
     relax = SoftmaxRelaxation(SoftmaxOptions(init_std=0.3), spec=space.arch_spec()).to(dtype)
     ours = DartsOptimizer(DartsOptions(xi=0.1, grad_clip=0.0), supernet=net, relaxation=relax,
-                          criterion=space.criterion, epochs=1, second_order=second_order)
+                          task=image_task(DataInfo((3, 8, 8), 10)), epochs=1, second_order=second_order)
     ref = textbook.Network(c=4, cells=3).to(dtype)
     ref.alphas = [a.to(dtype).detach().requires_grad_(True) for a in ref.alphas]
     textbook.copy_from(ref, net, {k: v.detach() for k, v in relax.alphas.items()})
@@ -42,7 +43,7 @@ def rel(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 def test_same_loss_and_weight_gradients(dtype):
     ours, ref, _, train, _ = engines(dtype, second_order=False)
     assert rel(list(ours.net.parameters()), list(ref.parameters())) < 1e-6  # same weights after a step
-    loss_ours = ours.criterion(ours.net(train[0], ours.relax.weights()), train[1])
+    loss_ours = ours.task.forward(lambda x: ours.net(x, arch_weights=ours.relax.weights()), train, None).loss
     loss_ref = ref.loss(*train)
     assert abs(float(loss_ours) - float(loss_ref)) / abs(float(loss_ref)) < 1e-5
     g_ours = torch.autograd.grad(loss_ours, [*ours.weights, *ours.alphas])

@@ -7,17 +7,27 @@ from pathlib import Path
 import attrs
 import numpy as np
 import torch
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 from torchvision import datasets, transforms
 
-from nas_core.errors import DataError
-from nas_core.interfaces import DataInfo, TaskData
+from nas_core import DataError, DataInfo
+
+
+@attrs.frozen
+class LabelledImages:
+    """What an image dataset's factory returns: training and test sets of ``(image, label)``
+    pairs, and their shape. The classification task splits ``train`` itself; ``test`` is read
+    only to report a trained network's final result."""
+
+    train: Dataset
+    test: Dataset
+    info: DataInfo
 
 DIGITS_TEST_SIZE = 360  # fixed split: 1437 train / 360 test images
 DIGITS_SPLIT_SEED = 20190423  # independent of the run seed, so every run sees the same test set
 
 
-def digits(options: None, *, root: Path | None = None) -> TaskData:
+def digits(options: None, *, root: Path | None = None) -> LabelledImages:
     """scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes); no download."""
     from sklearn.datasets import load_digits
 
@@ -28,7 +38,7 @@ def digits(options: None, *, root: Path | None = None) -> TaskData:
     test_idx, train_idx = order[:DIGITS_TEST_SIZE], order[DIGITS_TEST_SIZE:]
     mean, std = images[train_idx].mean(), images[train_idx].std()
     images = (images - mean) / std
-    return TaskData(train=TensorDataset(images[train_idx], labels[train_idx]),
+    return LabelledImages(train=TensorDataset(images[train_idx], labels[train_idx]),
                     test=TensorDataset(images[test_idx], labels[test_idx]),
                     info=DataInfo(input_shape=(1, 8, 8), num_classes=10))
 
@@ -66,7 +76,7 @@ _CIFAR = {
 }
 
 
-def _cifar(name: str, options: CifarOptions, root: Path | None) -> TaskData:
+def _cifar(name: str, options: CifarOptions, root: Path | None) -> LabelledImages:
     cls, unverified, folder, mean, std = _CIFAR[name]
     files = [n for n, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
     expected = f"{root or '<data-root>'}/{folder}/{{{','.join(files)}}}"
@@ -94,7 +104,7 @@ def _cifar(name: str, options: CifarOptions, root: Path | None) -> TaskData:
         raise DataError(f"dataset {name!r} in {Path(root) / folder} is unreadable: {type(e).__name__}: {e}") from None
     for split in (train, test):
         _check_labels(name, Path(root) / folder, split)
-    return TaskData(train=train, test=test, info=DataInfo((3, 32, 32), len(train.classes)))
+    return LabelledImages(train=train, test=test, info=DataInfo((3, 32, 32), len(train.classes)))
 
 
 def _check_labels(name: str, folder: Path, split: datasets.CIFAR10) -> None:
@@ -110,12 +120,12 @@ def _check_labels(name: str, folder: Path, split: datasets.CIFAR10) -> None:
                         f"0..{len(split.classes) - 1}")
 
 
-def cifar10(options: CifarOptions, *, root: Path | None = None) -> TaskData:
+def cifar10(options: CifarOptions, *, root: Path | None = None) -> LabelledImages:
     """CIFAR-10 (torchvision, python version) from --data-root; never downloads."""
     return _cifar("cifar10", options, root)
 
 
-def cifar100(options: CifarOptions, *, root: Path | None = None) -> TaskData:
+def cifar100(options: CifarOptions, *, root: Path | None = None) -> LabelledImages:
     """CIFAR-100 (torchvision, python version) from --data-root; never downloads."""
     return _cifar("cifar100", options, root)
 
@@ -132,7 +142,7 @@ class ImageFolderOptions:
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def imagefolder(options: ImageFolderOptions, *, root: Path | None = None) -> TaskData:
+def imagefolder(options: ImageFolderOptions, *, root: Path | None = None) -> LabelledImages:
     """Any ImageFolder tree (ImageNet layout: ROOT/train/CLASS/*.jpg, ROOT/val/CLASS/*.jpg), via torchvision."""
     layout = f"{root or '<data-root>'}/{options.train_dir}/<class>/<image> and .../{options.test_dir}/<class>/<image>"
     if root is None:
@@ -158,5 +168,5 @@ def imagefolder(options: ImageFolderOptions, *, root: Path | None = None) -> Tas
     if train.classes != test.classes:
         raise DataError(f"dataset 'imagefolder': the classes of {options.train_dir}/ and {options.test_dir}/ "
                         f"differ ({len(train.classes)} vs {len(test.classes)} folders)")
-    return TaskData(train=train, test=test, info=DataInfo((3, options.image_size, options.image_size),
+    return LabelledImages(train=train, test=test, info=DataInfo((3, options.image_size, options.image_size),
                                                           len(train.classes)))

@@ -8,10 +8,8 @@ import pytest
 import torch
 
 from conftest import TINY, run_cli
-from nas_core import cli, commands
+from nas_core import cli, hookimpl
 from nas_core.checkpoint import load_checkpoint
-from nas_core.hookspecs import hookimpl
-from nas_core.plugins import make_plugin_manager
 
 
 def test_end_to_end_search_on_digits_with_tensorboard(tmp_path):
@@ -37,8 +35,8 @@ def test_end_to_end_search_on_digits_with_tensorboard(tmp_path):
 
     events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0, "tensors": 0}).Reload()
     tags = events.Tags()
-    for tag in ("search/train_loss", "search/train_acc", "search/val_loss", "search/val_acc", "search/lr",
-                "search/arch_loss", "search_step/train_loss"):
+    for tag in ("search/train_loss", "search/train_top1_error", "search/valid_loss", "search/valid_top1_error",
+                "search/lr", "search/arch_loss", "search_step/train_loss"):
         assert tag in tags["scalars"], tag
     assert [e.step for e in events.Scalars("search/lr")] == [1, 2]
     assert [e.step for e in events.Scalars("search_step/train_loss")] == [0, 1, 2, 3]
@@ -63,15 +61,12 @@ def _states(run_dir):
 
 
 @pytest.mark.parametrize("optimizer", ["darts_2nd"])
-def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, monkeypatch, optimizer):
+def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, optimizer):
     args = ["run", "--optimizer", optimizer, "--set", "search.epochs=2", *TINY, "--seed", "7"]
     assert cli.main([*args, "--out", str(tmp_path / "straight")]) == 0
 
-    monkeypatch.setattr(commands, "make_plugin_manager", lambda: make_plugin_manager(
-        extra_plugins=[("interrupt", InterruptAfterFirstEpoch())]))
-    assert cli.main([*args, "--out", str(tmp_path / "resumed")]) == 130
+    assert cli.main([*args, "--out", str(tmp_path / "resumed")], plugins=[InterruptAfterFirstEpoch()]) == 130
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["epoch"] == 0
-    monkeypatch.undo()
     assert cli.main(["run", "--resume", str(tmp_path / "resumed"), "--no-progress"]) == 0
 
     straight, resumed = _states(tmp_path / "straight"), _states(tmp_path / "resumed")
@@ -108,7 +103,7 @@ def test_corrupt_checkpoint_is_a_clear_error_and_left_untouched(tmp_path, capsys
 @pytest.mark.parametrize("args, message", [
     (["--space", "darts_cn"], "unknown search space 'darts_cn'; did you mean 'darts_cnn'?"),
     (["--optimizer", "darts_3rd"], "Valid optimizers: darts_1st, darts_2nd"),
-    (["--dataset", "mnist"], "Valid datasets: cifar10, cifar100, digits"),
+    (["--dataset", "mnist"], "Valid datasets: cifar10, cifar100, digits, imagefolder"),
     (["--set", "search.epoch=2"], "unknown key 'search.epoch'"),
     (["--set", "search.epochs=two"], "search.epochs must be int, got str 'two'"),
     (["--dataset", "cifar10"], "needs --data-root"),
@@ -148,6 +143,7 @@ def test_plugins_and_config_show_commands(capsys):
     assert cli.main(["plugins"]) == 0
     out = capsys.readouterr().out
     assert "darts  (nas-toolkit" in out and "optimizers: darts_1st, darts_2nd" in out
+    assert "tasks  (nas-toolkit" in out and "tasks: classification" in out and "trainers: sgd" in out
     assert "tensorboard  (nas-toolkit" in out and "lifecycle hooks: nas_run_start" in out
     assert cli.main(["config", "show", "--preset", "paper", "--set", "search.epochs=3"]) == 0
     out = capsys.readouterr().out

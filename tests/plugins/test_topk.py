@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from nas_core.genotype import Cell, Genotype
+from nas_core import Cell, Genotype
 from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace
 from nas_darts.ops import CNN_OPS
 from nas_darts.topk import TopKDiscretizer, TopKOptions

@@ -9,14 +9,12 @@ import torch
 from torch import nn
 
 from conftest import run_cli
-from nas_core import cli, commands
+from conftest import image_task
+from nas_core import DataInfo, cli, hookimpl
 from nas_core.checkpoint import load_checkpoint
-from nas_core.config import TrainSettings
-from nas_core.hookspecs import hookimpl
-from nas_core.interfaces import DataInfo
-from nas_core.plugins import make_plugin_manager
-from nas_core.train import Cutout, count_multiply_adds, count_parameters, drop_path_probability, training_loss
-from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace, drop_path
+from nas_core.train import measure
+from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace, drop_path, drop_path_probability
+from nas_tasks.classification import Cutout
 
 CPU = torch.device("cpu")
 
@@ -24,16 +22,18 @@ CPU = torch.device("cpu")
 def test_darts_v2_cifar_network_has_the_papers_parameter_count(registries):
     v2 = registries.genotypes["darts_v2"][0]
     net = DartsCnnSpace(DartsCnnOptions(cells=20, channels=36, auxiliary=True)).build_network(v2, DataInfo((3, 32, 32), 10))
-    params = count_parameters(net)
-    assert params == 3_349_342  # the paper's "3.3 M"; the DARTS code prints 3.349342 MB
-    assert sum(p.numel() for p in net.auxiliary_head.parameters()) > 0  # counted apart
+    sizes = measure(net, (torch.zeros(1, 3, 32, 32),))
+    assert sizes["params"] == 3_349_342  # the paper's "3.3 M"; the DARTS code prints 3.349342 MB
+    aux = sum(p.numel() for p in net.auxiliary_head.parameters())
+    assert aux > 0 and sizes["params_total"] == 3_349_342 + aux  # the auxiliary head is counted apart
 
 
 def test_darts_v2_imagenet_network_has_the_papers_size(registries):
     v2 = registries.genotypes["darts_v2"][0]
     opts = DartsCnnOptions(cells=14, channels=48, auxiliary=True, stem="imagenet")
     net = DartsCnnSpace(opts).build_network(v2, DataInfo((3, 224, 224), 1000))
-    params, madds = count_parameters(net), count_multiply_adds(net, (3, 224, 224), CPU)
+    sizes = measure(net, (torch.zeros(1, 3, 224, 224),))
+    params, madds = sizes["params"], sizes["multiply_adds"]
     assert params == 4_718_752  # paper: 4.7 M; the DARTS code prints 4.718752 MB
     # paper: 574 M. Convolutions and the classifier alone come to 529.9 M; the paper does not say
     # what else it counted, so we pin our own count and require it within 10 % of the paper's.
@@ -44,8 +44,8 @@ def test_darts_v2_imagenet_network_has_the_papers_size(registries):
     assert logits.shape == aux.shape == (2, 1000)
 
 
-def test_auxiliary_head_only_in_training_mode_and_its_loss_weight():
-    v2 = make_v2()
+def test_auxiliary_head_only_in_training_mode_and_its_loss_weight(registries):
+    v2 = registries.genotypes["darts_v2"][0]
     net = DartsCnnSpace(DartsCnnOptions(cells=6, channels=8, auxiliary=True)).build_network(v2, DataInfo((3, 32, 32), 10))
     net.train()
     out = net(torch.randn(2, 3, 32, 32))
@@ -54,24 +54,16 @@ def test_auxiliary_head_only_in_training_mode_and_its_loss_weight():
     assert net(torch.randn(2, 3, 32, 32)).shape == (2, 10)
     logits, aux, y = torch.randn(4, 10), torch.randn(4, 10), torch.tensor([1, 2, 3, 4])
     ce = nn.CrossEntropyLoss()
-    loss, returned = training_loss((logits, aux), y, ce, 0.4)
-    assert torch.allclose(loss, ce(logits, y) + 0.4 * ce(aux, y)) and returned is logits
-    loss, _ = training_loss(logits, y, ce, 0.4)
-    assert torch.equal(loss, ce(logits, y))
-
-
-def make_v2():
-    from nas_core.genotype_io import parse_darts_text
-    from test_genotype_io import V2_TEXT
-
-    return parse_darts_text(V2_TEXT).genotype
+    task = image_task(DataInfo((3, 32, 32), 10))  # aux_weight 0.4 by default
+    out = task.forward(lambda x: (logits, aux), (torch.zeros(4, 3, 32, 32), y), None)
+    assert torch.allclose(out.loss, ce(logits, y) + 0.4 * ce(aux, y))
+    assert torch.equal(task.forward(lambda x: logits, (None, y), None).loss, ce(logits, y))
 
 
 def test_drop_path_schedule_ramps_linearly_to_the_setting():
-    settings = TrainSettings(epochs=600, drop_path=0.2)
-    assert drop_path_probability(settings, 0) == 0.0
-    assert drop_path_probability(settings, 300) == pytest.approx(0.1)
-    assert drop_path_probability(settings, 599) == pytest.approx(0.2 * 599 / 600)
+    assert drop_path_probability(0.2, 0, 600) == 0.0
+    assert drop_path_probability(0.2, 300, 600) == pytest.approx(0.1)
+    assert drop_path_probability(0.2, 599, 600) == pytest.approx(0.2 * 599 / 600)
 
 
 def test_drop_path_drops_whole_examples_and_keeps_the_mean():
@@ -134,14 +126,19 @@ def test_nas_train_end_to_end_on_digits(tmp_path):
     assert "test top1 error" in result.stdout and "M params" in result.stdout
     results = json.loads((run / "results.json").read_text())
     assert {"test_top1_error", "test_top5_error", "params", "multiply_adds", "epochs"} <= set(results)
+    assert not any(k.startswith("valid_") for k in results)  # results report test; selection reads valid
+    lines = [line for line in result.stdout.splitlines() if line.startswith("epoch ")]
+    assert "valid_top1_error" in lines[0] and "test_" not in lines[0]  # test is read once, at the end
+    assert "test_top1_error" in lines[1]
     assert results["epochs"] == 2 and 0 <= results["test_top1_error"] <= 1
     for name in ("config.yaml", "genotype.json", "checkpoint.pt", "log.txt"):
         assert (run / name).is_file(), name
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run / "tb")).Reload()
-    assert {"train/train_loss", "train/test_top1_error", "train/params_M", "train/drop_path_prob"} <= set(
+    assert {"train/train_loss", "train/valid_top1_error", "train/test_top1_error", "train/drop_path_prob"} <= set(
         events.Tags()["scalars"])
+    assert len(events.Scalars("train/test_top1_error")) == 1
     drop = [e.value for e in events.Scalars("train/drop_path_prob")]
     assert drop[0] == 0.0 and drop[1] > 0
     from nas_core.draw import dot_available
@@ -156,13 +153,10 @@ class InterruptAfterFirstEpoch:
             raise KeyboardInterrupt
 
 
-def test_train_resume_is_bit_identical(tmp_path, monkeypatch):
-    args = ["train", "--genotype", "darts_v1", "--set", "train.epochs=2", "--set", "train.drop_path=0.3", *TINY]
+def test_train_resume_is_bit_identical(tmp_path):
+    args = ["train", "--genotype", "darts_v1", "--set", "train.epochs=2", "--set", "network.drop_path=0.3", *TINY]
     assert cli.main([*args, "--out", str(tmp_path / "straight")]) == 0
-    monkeypatch.setattr(commands, "make_plugin_manager", lambda: make_plugin_manager(
-        extra_plugins=[("interrupt", InterruptAfterFirstEpoch())]))
-    assert cli.main([*args, "--out", str(tmp_path / "resumed")]) == 130
-    monkeypatch.undo()
+    assert cli.main([*args, "--out", str(tmp_path / "resumed")], plugins=[InterruptAfterFirstEpoch()]) == 130
     assert cli.main(["train", "--resume", str(tmp_path / "resumed"), "--no-progress"]) == 0
     a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")["network"]
     b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["network"]

@@ -5,6 +5,7 @@ its entry point alone (no import list, no registration by the caller)."""
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
 import shutil
@@ -18,12 +19,10 @@ import pytest
 import torch
 import yaml
 
-from nas_core.errors import GenotypeError
-from nas_core.genotype import Genotype
-from nas_core.interfaces import DataInfo
-from nas_core.plugins import collect_registries, make_plugin_manager
+from nas_core import DataInfo, Genotype, GenotypeError, MixingWeights, Toolkit
+from nas_core.cli import main
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "examples" / "nas-example-plugin"
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "nas-example-plugin"
 TIMEOUT_S = 120  # per subprocess; a hung child fails the test instead of the whole session
 
 
@@ -67,21 +66,52 @@ def test_nas_plugins_lists_the_example(site: Path, tmp_path: Path) -> None:
     block = plugin_block(proc.stdout, "example")
     assert block.startswith("example  (nas-example-plugin 0.1.0)")
     assert "search spaces: tiny_mlp" in block
+    assert "commands: tiny-mlp-info" in block
     assert "darts  (nas-toolkit" in proc.stdout  # built-ins still load beside it
+
+
+def test_the_plugin_command_is_listed_and_runs(site: Path, tmp_path: Path) -> None:
+    proc = nas(site, "--help", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    help_text = " ".join(proc.stdout.split())  # argparse wraps to the terminal's width
+    assert "tiny-mlp-info print the edges and candidate ops the tiny_mlp space searches over [plugin example]" \
+        in help_text
+
+    proc = nas(site, "tiny-mlp-info", "--nodes", "2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "search space tiny_mlp (plugin example)",
+        "ops: none, identity, linear_relu, linear_tanh (zero op: none)",
+        "cell 'cell': 3 x 4 weights, one row per edge (src -> dst):",
+        "  0 -> 1",
+        "  0 -> 2",
+        "  1 -> 2",
+    ]
+    assert "cell 'cell': 6 x 4 weights" in nas(site, "tiny-mlp-info", cwd=tmp_path).stdout  # the default: 3 nodes
+
+
+def test_the_plugin_command_reports_bad_flags_in_one_line(site: Path, tmp_path: Path) -> None:
+    proc = nas(site, "tiny-mlp-info", "--nodes", "0", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "nas: error: --nodes: 'nodes' must be >= 1: 0"
+    assert proc.stdout == ""
 
 
 def test_disabling_the_example_unregisters_its_space(site: Path, tmp_path: Path) -> None:
     proc = nas(site, "list", cwd=tmp_path, disable="tensorboard,example")
     assert proc.returncode == 0, proc.stderr
-    assert "tiny_mlp" not in proc.stdout
+    assert "tiny_mlp" not in proc.stdout and "tiny-mlp-info" not in proc.stdout
     assert "darts_cnn" in proc.stdout
+    proc = nas(site, "tiny-mlp-info", cwd=tmp_path, disable="tensorboard,example")
+    assert proc.returncode == 2  # argparse: no such command
+    assert "invalid choice: 'tiny-mlp-info'" in proc.stderr
 
 
 @pytest.fixture(scope="module")
 def search_run(site: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The run directory of a two-step second-order search on tiny_mlp."""
     cwd = tmp_path_factory.mktemp("search")
-    proc = nas(site, "run", "--space", "tiny_mlp", "--optimizer", "darts_2nd",
+    proc = nas(site, "run", "--space", "tiny_mlp", "--optimizer", "darts_2nd", "--set", "task.search_split=0.75",
                "--set", "search.epochs=1", "--set", "search.max_steps_per_epoch=2",
                "--out", "RUN", "--no-progress", cwd=cwd)
     assert proc.returncode == 0, f"nas run failed:\n{proc.stdout}\n{proc.stderr}"
@@ -98,6 +128,22 @@ def test_search_writes_a_one_input_genotype(search_run: Path) -> None:
     config = yaml.safe_load((search_run / "config.yaml").read_text())
     assert config["space"] == {"name": "tiny_mlp", "width": 32, "nodes": 3}
     assert config["optimizer"]["name"] == "darts_2nd"
+    assert config["task"]["name"] == "classification" and config["task"]["search_split"] == 0.75
+    log = (search_run / "log.txt").read_text()
+    # the supernet is evaluated on the architecture stream after the epoch
+    assert re.search(r"epoch 1/1 .*\barch_loss=.* train_top1_error=\S+ .*valid_top1_error=\S+", log), log
+
+
+def test_searched_genotype_trains_from_scratch(site: Path, search_run: Path, tmp_path: Path) -> None:
+    proc = nas(site, "train", "--space", "tiny_mlp", "--genotype", str(search_run), "--set", "train.epochs=1",
+               "--set", "train.max_steps_per_epoch=2", "--out", "TRAIN", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, f"nas train failed:\n{proc.stdout}\n{proc.stderr}"
+    results = json.loads((tmp_path / "TRAIN" / "results.json").read_text())
+    assert results["space"] == "tiny_mlp" and results["task"] == "classification"
+    assert 0 <= results["test_top1_error"] <= 1
+    assert results["params"] > 0
+    config = yaml.safe_load((tmp_path / "TRAIN" / "config.yaml").read_text())
+    assert config["network"] == {"width": 32, "nodes": 3}  # tiny_mlp's options, not the preset's darts_cnn ones
 
 
 def test_preset_options_of_another_space_do_not_apply(site: Path, tmp_path: Path) -> None:
@@ -117,11 +163,17 @@ def example_plugin(site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Modu
 
 def test_searched_genotype_builds_a_network(example_plugin: ModuleType, search_run: Path) -> None:
     # The way a plugin's own tests register it: no entry points, the module passed in.
-    registries = collect_registries(make_plugin_manager(autoload=False, extra_plugins=[("example", example_plugin)]))
-    entry = registries.spaces.get("tiny_mlp")
+    toolkit = Toolkit.load([("example", example_plugin)], autoload=False)
+    entry = toolkit.registries.spaces.get("tiny_mlp")
     assert entry.plugin == "example"
     space = entry.factory(entry.options(width=16))
     data = DataInfo(input_shape=(1, 8, 8), num_classes=10)
+
+    supernet = space.build_supernet(data)
+    mix = MixingWeights({"cell": torch.full(space.arch_spec().shape("cell"), 0.25)})
+    assert supernet(torch.randn(5, 1, 8, 8), arch_weights=mix).shape == (5, 10)
+    with pytest.raises(TypeError):
+        supernet(torch.randn(5, 1, 8, 8), mix)  # arch_weights is keyword-only
 
     genotype = Genotype.from_json((search_run / "genotype.json").read_text())
     net = space.build_network(genotype, data)
@@ -132,6 +184,13 @@ def test_searched_genotype_builds_a_network(example_plugin: ModuleType, search_r
         space.build_network(bad, data)
     with pytest.raises(GenotypeError, match="needs the cell 'cell'"):
         space.build_network(Genotype.from_dict({"normal": {"nodes": [[["identity", 0]]], "concat": [1]}}), data)
+
+
+def test_the_command_runs_in_process(example_plugin: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    # `main(argv, plugins=..., autoload=False)`: the command with exactly the plugins named.
+    assert main(["tiny-mlp-info", "--nodes", "1"], plugins=[("example", example_plugin)], autoload=False) == 0
+    out = capsys.readouterr().out
+    assert "cell 'cell': 1 x 4 weights, one row per edge (src -> dst):\n  0 -> 1\n" in out
 
 
 def test_unknown_space_option_is_a_one_line_error(site: Path, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import run_cli
 from cifar_files import write_cifar100
 from nas_core.errors import DataError
-from nas_darts.datasets import ImageFolderOptions, imagefolder
+from nas_tasks.image_datasets import ImageFolderOptions, LabelledImages, imagefolder
 
 
 def write_imagefolder(root, classes=("cat", "dog", "fish"), per_class=6):
@@ -35,10 +35,11 @@ def write_imagefolder(root, classes=("cat", "dog", "fish"), per_class=6):
 
 def test_imagefolder_dataset_reads_real_files(tmp_path):
     root = write_imagefolder(tmp_path)
-    task = imagefolder(ImageFolderOptions(image_size=32, resize=36), root=root)
-    assert task.info.input_shape == (3, 32, 32) and task.info.num_classes == 3
-    assert len(task.train) == len(task.test) == 18
-    x, y = task.test[0]
+    data = imagefolder(ImageFolderOptions(image_size=32, resize=36), root=root)
+    assert isinstance(data, LabelledImages)
+    assert data.info.input_shape == (3, 32, 32) and data.info.num_classes == 3
+    assert len(data.train) == len(data.test) == 18
+    x, y = data.test[0]
     assert x.shape == (3, 32, 32) and y == 0
     with pytest.raises(DataError, match="needs --data-root"):
         imagefolder(ImageFolderOptions(), root=None)

@@ -3,8 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas_core.genotype import Cell, Genotype
-from nas_core.interfaces import DataInfo, MixingWeights
+from nas_core import Cell, DataInfo, Genotype, MixingWeights
 from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace, MixedEdge, reduction_layers
 from nas_darts.ops import CNN_OPS, FactorizedReduce, PreActivated, make_op
 
@@ -29,7 +28,7 @@ def test_paper_supernet_parameter_count_and_shapes():
     weights = MixingWeights({k: torch.softmax(torch.randn(14, 8), -1) for k in ("normal", "reduce")})
     sizes = []
     hooks = [c.register_forward_hook(lambda m, i, o: sizes.append(tuple(o.shape[1:]))) for c in net.cells]
-    out = net(torch.randn(2, 3, 32, 32), weights)
+    out = net(torch.randn(2, 3, 32, 32), arch_weights=weights)
     for h in hooks:
         h.remove()
     assert out.shape == (2, 10)
@@ -110,7 +109,7 @@ def test_hard_sampled_weights_compute_only_the_chosen_op():
     full = MixingWeights({k: straight[i] for i, k in enumerate(kinds)})
     sparse = MixingWeights(full.weights, chosen={k: tuple(picks[i].tolist()) for i, k in enumerate(kinds)})
     x = torch.randn(4, 1, 8, 8)
-    out_full, out_sparse = net(x, full), net(x, sparse)
+    out_full, out_sparse = net(x, arch_weights=full), net(x, arch_weights=sparse)
     assert torch.allclose(out_full, out_sparse, atol=1e-5)
     g, = torch.autograd.grad(out_sparse.square().sum(), alpha)
     assert g.abs().sum() > 0
@@ -132,7 +131,7 @@ def test_recompute_and_memory_format_change_no_numbers():
         names = [n for n, _ in net.named_parameters()]
         shifted = [(p.detach() + 0.01).requires_grad_() for p in net.parameters()]  # like w'
         x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
-        loss = functional_call(net, dict(zip(names, shifted)), (x, mix)).square().mean()
+        loss = functional_call(net, dict(zip(names, shifted)), (x,), {"arch_weights": mix}).square().mean()
         grads = torch.autograd.grad(loss, [alpha, *shifted])
         results.append((loss.detach(), torch.cat([g.reshape(-1) for g in grads])))
     for loss, grads in results[1:]:

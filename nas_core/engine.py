@@ -1,0 +1,218 @@
+"""One loop for search and training: epochs, steps, hooks, atomic checkpoints, resume, progress.
+
+What differs between a search and a training run is a :class:`Phase`; the engine does the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from nas_core import checkpoint as ckpt
+from nas_core.config import to_dict
+from nas_core.context import RunContext
+from nas_core.errors import DataError
+from nas_core.interfaces import StepResult, Task
+
+log = logging.getLogger("nas")
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class Phase:
+    """What one kind of run does per epoch. Subclasses: the search and the training phase."""
+
+    task: Task
+    max_steps_per_epoch: int | None = None
+    strengths: Mapping[str, Tensor] = {}  # passed to nas_epoch_end (search: the latest op strengths)
+
+    def describe(self) -> str:
+        """One line for the log as the run starts."""
+        raise NotImplementedError
+
+    def parts(self) -> dict[str, Any]:
+        """Objects with ``state_dict``/``load_state_dict`` that the checkpoint holds."""
+        raise NotImplementedError
+
+    def components(self) -> dict[str, Any]:
+        """The run's components, by role (``run.components``); those with hooks are registered."""
+        raise NotImplementedError
+
+    def batches(self, run: RunContext) -> tuple[Iterable[Any], int]:
+        """This epoch's step inputs and how many there are."""
+        raise NotImplementedError
+
+    def step(self, batch: Any, state: Mapping[str, Any], run: RunContext) -> StepResult:
+        raise NotImplementedError
+
+    def end_epoch(self, run: RunContext, metrics: Mapping[str, float]) -> dict[str, float]:
+        """Schedules, evaluation, derivation; returns metrics to add to the epoch's."""
+        raise NotImplementedError
+
+    def final(self, run: RunContext) -> dict[str, float]:
+        """Metrics measured once, after the last epoch (training: the test set)."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Plain values the checkpoint keeps beside the parts (e.g. the genotype, the results)."""
+        return {}
+
+    def load_extra_state(self, state: Mapping[str, Any]) -> None:
+        pass
+
+    def finish(self, run: RunContext) -> Any:
+        """The result of the run, after the last epoch (also for a resumed, finished run)."""
+        raise NotImplementedError
+
+
+def run_phase(phase: Phase, run: RunContext, *, resume: bool = False, progress: bool | None = None) -> Any:
+    """Run (or resume) ``phase`` in ``run.dir``: the epoch loop with its hooks and checkpoints."""
+    pm = run.plugin_manager
+    stopped: str | None = None
+    if resume:
+        state = ckpt.resume_from(run.dir / CHECKPOINT_FILE, phase.parts())
+        run.start_epoch, run.step = state["epoch"] + 1, state["step"]
+        phase.load_extra_state(state.get("extra", {}))
+        stopped = state.get("stopped")
+        if stopped or run.start_epoch >= run.epochs:
+            log.info("%s is already complete (%d of %d epochs%s); reporting its result", run.dir,
+                     run.start_epoch, run.epochs, f", stopped early: {stopped}" if stopped else "")
+        else:
+            log.info("resuming %s at epoch %d of %d", run.dir, run.start_epoch + 1, run.epochs)
+    log.info("%s", phase.describe())
+    run.components = phase.components()
+    registered = _register_components(pm, run)
+    pm.hook.nas_run_start(run=run)
+    try:
+        epoch = run.start_epoch
+        while stopped is None and epoch < run.epochs:
+            run.start_epoch_state(epoch)
+            pm.hook.nas_epoch_start(run=run)
+            metrics = run_steps(phase, run, progress)
+            metrics.update(phase.end_epoch(run, metrics))
+            metrics.update(run.epoch_metrics)
+            stopped = pm.hook.nas_should_stop(run=run, epoch=epoch, metrics=metrics)
+            if stopped is not None or epoch + 1 == run.epochs:
+                metrics.update(phase.final(run))
+            if run.is_writer:
+                ckpt.save_checkpoint(run.dir / CHECKPOINT_FILE, {
+                    "phase": run.phase, "epoch": epoch, "step": run.step, "stopped": stopped,
+                    **{name: part.state_dict() for name, part in phase.parts().items()},
+                    "extra": phase.extra_state(), "rng": ckpt.rng_state(), "config": to_dict(run.config),
+                })
+            log.info("epoch %d/%d %s", epoch + 1, run.epochs,
+                     " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items())))
+            pm.hook.nas_epoch_end(run=run, epoch=epoch, metrics=metrics, genotype=run.genotype,
+                                  strengths=phase.strengths)
+            if stopped is not None:
+                log.info("stopped early after epoch %d: %s", epoch + 1, stopped)
+            epoch += 1
+        result = phase.finish(run)
+    except BaseException as e:
+        pm.hook.nas_run_end(run=run, genotype=run.genotype, error=e)
+        raise
+    finally:
+        for name in registered:
+            pm.unregister(name=name)
+    pm.hook.nas_run_end(run=run, genotype=run.genotype, error=None)
+    return result
+
+
+def _register_components(pm: Any, run: RunContext) -> list[str]:
+    """Let components implement lifecycle hooks themselves, for this run only."""
+    names = []
+    for role, obj in run.components.items():
+        if any(name.startswith("nas_") for name in dir(type(obj))) and pm.get_name(obj) is None:
+            name = f"{run.phase}:{role}:{id(obj)}"
+            pm.register(obj, name=name)
+            names.append(name)
+    return names
+
+
+PROGRESS_EVERY_S = 30.0  # without a progress bar, log a line this often
+
+
+def run_steps(phase: Phase, run: RunContext, progress: bool | None) -> dict[str, float]:
+    """One epoch of steps under a progress bar, firing ``nas_step_end`` after each; returns the
+    epoch means of the step metrics, per group through ``task.report``."""
+    batches, total = phase.batches(run)
+    if phase.max_steps_per_epoch is not None:
+        total = min(total, phase.max_steps_per_epoch)
+    sums: dict[str, dict[str, Tensor]] = {}
+    state: Mapping[str, Any] = {}
+    done = 0
+    started = last_log = time.monotonic()
+    desc = f"epoch {run.epoch + 1}/{run.epochs}"
+    with tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True,
+              disable=not progress if progress is not None else None) as bar:
+        for batch in limited(batches, total):
+            result = phase.step(batch, state, run)
+            state = result.state
+            flat = {}
+            for group, stats in result.metrics.items():
+                into = sums.setdefault(group, {})
+                for key, value in stats.items():
+                    value = value.detach()
+                    into[key] = into[key] + value if key in into else value
+                    flat[f"{group}_{key}"] = value
+            run.plugin_manager.hook.nas_step_end(run=run, step=run.step, metrics=flat)
+            run.step += 1
+            done += 1
+            bar.update()
+            now = time.monotonic()
+            if bar.disable and now - last_log >= PROGRESS_EVERY_S and done < total:
+                last_log = now
+                eta = (now - started) / done * (total - done)
+                log.info("%s step %d/%d %s eta %s", desc, done, total, _loss_text(flat), _duration(eta))
+            elif not bar.disable and (done % 10 == 1 or done == total):  # reading a loss waits for the device
+                bar.set_postfix_str(_loss_text(flat))
+    if done == 0:
+        raise DataError(f"epoch {run.epoch + 1} had no batches: the data is smaller than one batch")
+    return report(phase.task, {g: {k: float(v) / done for k, v in stats.items()} for g, stats in sums.items()})
+
+
+def report(task: Task, groups: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Flatten per-group means into ``group_metric`` after the task's own reporting."""
+    return {f"{group}_{k}": v for group, means in groups.items() for k, v in task.report(means).items()}
+
+
+def _loss_text(flat: Mapping[str, Tensor]) -> str:
+    loss = flat.get("train_loss")
+    return f"loss={float(loss):.3f}" if loss is not None else ""
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+@torch.no_grad()
+def evaluate(task: Task, model: Callable[..., Any], stream: str, *, batch_size: int, run: RunContext,
+             group: str | None = None, max_batches: int | None = None) -> dict[str, float]:
+    """The task's metrics of ``model`` over ``stream`` (every example, fixed order), as
+    ``{group}_{metric}`` (group defaults to the stream's name). The caller sets eval mode."""
+    sums: dict[str, float] = {}
+    count = 0
+    state = None
+    for batch in limited(task.loader(stream, batch_size=batch_size, run=run, evaluation=True), max_batches):
+        out = task.forward(model, batch, state)
+        state = out.state
+        for key, value in out.stats.items():
+            sums[key] = sums.get(key, 0.0) + float(value) * out.count
+        count += out.count
+    if count == 0:
+        raise DataError(f"the {stream} data of dataset {run.config.dataset.name!r} is empty")
+    return report(task, {group or stream: {k: v / count for k, v in sums.items()}})
+
+
+def limited(it: Iterable[Any], limit: int | None) -> Iterator[Any]:
+    for i, item in enumerate(it):
+        if limit is not None and i >= limit:
+            return
+        yield item

@@ -1,0 +1,136 @@
+"""The toolkit as commands see it: plugins, registries, config resolution and the engines.
+
+Built-in commands and plugin commands (``nas_register_commands``) get the same object."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pluggy
+
+from nas_core.checkpoint import write_text_atomic
+from nas_core.config import Config, Layer, load_yaml_file, parse_set, resolve, to_yaml
+from nas_core.context import RunContext
+from nas_core.errors import ConfigError, NasError
+from nas_core.genotype import Genotype
+from nas_core.plugins import Registries, collect_registries, make_plugin_manager
+from nas_core.run import CONFIG_FILE, GENOTYPE_FILE, attach_log_file, default_run_dir
+
+log = logging.getLogger("nas")
+
+NAME_FLAGS = ("task", "dataset", "space", "relaxation", "optimizer", "trainer", "discretizer")
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@attrs.define
+class Toolkit:
+    plugin_manager: pluggy.PluginManager
+    registries: Registries
+
+    @classmethod
+    def load(cls, plugins: Iterable[object] = (), autoload: bool | None = None) -> Toolkit:
+        """Every installed plugin (unless ``autoload`` is False) plus ``plugins``."""
+        pm = make_plugin_manager(autoload=autoload, extra_plugins=plugins)
+        return cls(pm, collect_registries(pm))
+
+    # -- configuration ------------------------------------------------------------------------
+
+    @staticmethod
+    def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+        """The flags that choose components and settings: --space, --preset, --set, ..."""
+        for kind in NAME_FLAGS:
+            parser.add_argument(f"--{kind}", help=f"{kind} name (see `nas list`)")
+        parser.add_argument("--data-root", help="directory holding real datasets")
+        parser.add_argument("--preset", help="config preset (see `nas list`; default: the one a plugin marks default)")
+        parser.add_argument("--config", action="append", default=[], metavar="FILE",
+                            help="YAML config file (repeatable)")
+        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                            help="override one config key, e.g. --set search.epochs=3 (repeatable)")
+        parser.add_argument("--seed", type=int, help="random seed")
+        parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+
+    def config_from_args(self, args: argparse.Namespace, extra: Sequence[Layer] = ()) -> Config:
+        """Preset < ``extra`` layers < --config files < flags < --set."""
+        layers = list(extra)
+        layers += [Layer(load_yaml_file(path), f"config file {path}") for path in args.config]
+        flags: dict[str, Any] = {k: {"name": getattr(args, k)} for k in NAME_FLAGS if getattr(args, k, None)}
+        for key in ("seed", "device", "data_root"):
+            if getattr(args, key, None) is not None:
+                flags[key] = getattr(args, key)
+        layers.append(Layer(flags, "command line"))
+        layers.append(Layer(parse_set(args.set), "--set"))
+        preset = args.preset or self.registries.default_preset()
+        return resolve(self.registries, layers, preset=preset)
+
+    def saved_config(self, run_dir: Path, device: str | None = None) -> Config:
+        """The fully resolved config a run directory was started with (``--device`` may change)."""
+        if not (run_dir / CONFIG_FILE).is_file():
+            raise NasError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
+        layers = [Layer(load_yaml_file(run_dir / CONFIG_FILE), f"saved config {run_dir / CONFIG_FILE}")]
+        if device:
+            layers.append(Layer({"device": device}, "command line"))
+        return resolve(self.registries, layers, preset=None)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def search(self, config: Config, run_dir: Path, *, resume: bool = False, progress: bool | None = None,
+               phase: str = "search") -> Genotype | None:
+        """Prepare (validating everything), then run or resume a search in ``run_dir``."""
+        from nas_core.search import prepare_search
+
+        prepared = prepare_search(self.registries, config)
+        return self.execute(prepared, run_dir, phase=phase, resume=resume, progress=progress,
+                            spec=prepared.spec)
+
+    def train(self, config: Config, genotype: Genotype, run_dir: Path, *, resume: bool = False,
+              progress: bool | None = None, phase: str = "train") -> dict[str, Any]:
+        """Prepare, then train ``genotype`` from scratch (or resume) in ``run_dir``."""
+        from nas_core.train import prepare_training
+
+        prepared = prepare_training(self.registries, config, genotype)
+        return self.execute(prepared, run_dir, phase=phase, resume=resume, progress=progress,
+                            spec=prepared.space.arch_spec(), genotype=genotype)
+
+    def execute(self, prepared: Any, run_dir: Path, *, phase: str, resume: bool, progress: bool | None,
+                spec: Any = None, genotype: Genotype | None = None) -> Any:
+        """Create ``run_dir`` (unless resuming) and run a prepared phase there, logging to its log file."""
+        from nas_core.engine import run_phase
+
+        config = prepared.config
+        if not resume:
+            if (run_dir / CHECKPOINT_FILE).exists():
+                raise NasError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                               f"or choose another --out")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(run_dir / CONFIG_FILE, to_yaml(config))
+            if genotype is not None:
+                write_text_atomic(run_dir / GENOTYPE_FILE, genotype.to_json())
+        epochs = config.search.epochs if phase == "search" else config.train.epochs
+        run = RunContext(dir=run_dir, config=config, phase=phase, device=prepared.device,
+                         plugin_manager=self.plugin_manager, epochs=epochs, spec=spec, genotype=genotype)
+        handler = attach_log_file(run_dir)
+        try:
+            return run_phase(prepared, run, resume=resume, progress=progress)
+        finally:
+            logging.getLogger("nas").removeHandler(handler)
+            handler.close()
+
+    def new_run_dir(self, out: str | None, config: Config, kind: str) -> Path:
+        return Path(out) if out else default_run_dir(Path("runs"), config, kind)
+
+
+def check_resume_flags(args: argparse.Namespace, flags: Iterable[str]) -> None:
+    """--resume continues with the saved config: any flag that would change it is refused."""
+    overridden = [f"--{k.replace('_', '-')}" for k in flags if getattr(args, k, None) not in (None, [], False)]
+    if overridden:
+        raise ConfigError(f"--resume continues a run with its saved {CONFIG_FILE}; drop {', '.join(overridden)} "
+                          f"(only --device may change)")
+
+
+CONFIG_FLAGS = (*NAME_FLAGS, "seed", "data_root", "preset", "config", "set")
+Runner = Callable[[argparse.Namespace, Toolkit], int]

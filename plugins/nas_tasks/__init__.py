@@ -1,0 +1,1 @@
+"""Tasks (image classification) and the datasets and trainers they use."""

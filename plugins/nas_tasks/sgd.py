@@ -1,0 +1,59 @@
+"""The ``sgd`` trainer: SGD with momentum and weight decay, a cosine or step schedule, and
+gradient-norm clipping (the DARTS evaluation schedules)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from nas_core import RunContext, StepResult, Task, Trainer
+
+
+@attrs.frozen
+class SgdOptions:
+    lr: float = attrs.field(default=0.025, validator=attrs.validators.gt(0))
+    lr_min: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))  # the cosine schedule ends here
+    lr_schedule: str = attrs.field(default="cosine", validator=attrs.validators.in_(("cosine", "step")))
+    lr_gamma: float = attrs.field(default=0.97, validator=attrs.validators.gt(0))  # "step": lr *= lr_gamma per epoch
+    momentum: float = attrs.field(default=0.9, validator=attrs.validators.ge(0))
+    weight_decay: float = attrs.field(default=3e-4, validator=attrs.validators.ge(0))
+    grad_clip: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))  # max L2 norm of the gradient (0: off)
+
+
+class SgdTrainer(Trainer):
+    def __init__(self, options: SgdOptions, *, network: nn.Module, task: Task, epochs: int):
+        self.opts, self.network, self.task = options, network, task
+        self.params = list(network.parameters())
+        self.optimizer = torch.optim.SGD(self.params, lr=options.lr, momentum=options.momentum,
+                                         weight_decay=options.weight_decay)
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(epochs, 1), eta_min=options.lr_min)
+            if options.lr_schedule == "cosine" else torch.optim.lr_scheduler.StepLR(self.optimizer, 1, options.lr_gamma))
+
+    def step(self, batch: Any, state: Mapping[str, Any], run: RunContext) -> StepResult:
+        out = self.task.forward(self.network, batch, state.get("train"))
+        grads = torch.autograd.grad(out.loss, self.params, allow_unused=True)
+        used = [(p, g) for p, g in zip(self.params, grads) if g is not None]  # unused ones keep no gradient, as with backward()
+        for (p, _), g in zip(used, run.reduce([g for _, g in used])):
+            p.grad = g
+        if self.opts.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.params, self.opts.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepResult({"train": out.stats}, {"train": out.state})
+
+    def end_epoch(self, run: RunContext, metrics: Mapping[str, float]) -> dict[str, float]:
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        return {"lr": lr}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
