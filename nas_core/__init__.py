@@ -43,7 +43,8 @@ _EXPORTS = {
     "Genotype": "nas_core.genotype",
     "Cell": "nas_core.genotype",
     "cell_graph": "nas_core.draw",
-    "write_text_atomic": "nas_core.checkpoint",
+    "write_text_atomic": "nas_core.files",
+    "lazy": "nas_core.registry",
     # errors
     "NasError": "nas_core.errors",
     "ConfigError": "nas_core.errors",

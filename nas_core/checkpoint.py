@@ -1,10 +1,9 @@
-"""Atomic files, checkpoints loaded with ``weights_only=True``, and RNG state capture."""
+"""Checkpoints written atomically and loaded with ``weights_only=True``, and RNG state capture."""
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
+import re
 from pathlib import Path
 from typing import Any
 
@@ -12,35 +11,9 @@ import numpy as np
 import torch
 
 from nas_core.errors import CheckpointError
+from nas_core.files import write_bytes_atomic, write_text_atomic  # noqa: F401 (re-exported for the engines)
 
 FORMAT = "nas-checkpoint-1"
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over it: a crash leaves
-    either the old file or the new one, never a torn one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode())
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -58,12 +31,76 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, bit rot: all mean the same to a user
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a nas checkpoint ({reason[:200]}); "
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a nas checkpoint ({_load_failure_reason(e, path)}); "
                               f"it was left untouched") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a {FORMAT} file; it was left untouched")
     return state
+
+
+# Sentences of PyTorch's load errors that are advice, not a reason: turning off weights-only loading
+# (which runs any code the file holds), allowlisting globals, trusting the source, its docs.
+_ADVICE = re.compile(r"weights_only|safe_globals|trust|torch\.load|pytorch\.org|file an issue|arbitrary code",
+                     re.IGNORECASE)
+_REASON_MAX = 200
+
+
+def _load_failure_reason(error: BaseException, path: Path) -> str:
+    """Why ``torch.load`` failed on ``path``, in a few words of our own where the file's shape
+    says it (PyTorch's texts for these are misleading: a truncated archive can read as
+    "[Errno 22] Invalid argument", a text file as "pop from empty list"), else PyTorch's reason."""
+    torch_reason = _torch_reason(error)
+    if torch_reason.startswith("unsupported global"):
+        return torch_reason
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    if not magic:
+        return "empty file"
+    if magic != b"PK\x03\x04":
+        return "not a zip archive"
+    try:
+        import zipfile
+
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return "truncated or damaged zip archive"
+    if not any(name.endswith("/data.pkl") for name in names):
+        return "a zip archive that holds no PyTorch checkpoint"
+    return torch_reason
+
+
+def _torch_reason(error: BaseException) -> str:
+    """A short reason from PyTorch's error text: one line, at most ``_REASON_MAX`` characters,
+    ending at a sentence or clause boundary, and without PyTorch's advice (never to turn off weights-only loading)."""
+    text = str(error)
+    refused = re.search(r"GLOBAL (\S+) (?:was not an allowed global|whose module)", text)
+    if refused:  # PyTorch drops the "builtins." of builtins' names; say it again
+        name = refused.group(1) if "." in refused.group(1) else f"builtins.{refused.group(1)}"
+        return f"unsupported global '{name}'"
+    if "TorchScript archive" in text:
+        return "a TorchScript archive, not a checkpoint"
+    text = text.split("Check the documentation of torch.load")[0]
+    if "WeightsUnpickler error:" in text:  # what the unpickler said comes after torch's preamble
+        text = text.rsplit("WeightsUnpickler error:", 1)[1]
+    text = text.replace("Weights only load failed.", " ")
+    text = re.sub(r"\[enforce fail at [^\]]*\]\s*\.?", " ", text)  # c10's source location
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text)]
+    kept = [s for s in sentences if s and not _ADVICE.search(s)]
+    if not kept:
+        return type(error).__name__
+    reason = kept[0]  # the first sentence says what failed; PyTorch's next ones speculate or advise
+    if len(reason) > _REASON_MAX:  # end at the last clause boundary (or word) that fits
+        head = reason[:_REASON_MAX]
+        cut = max(head.rfind(", "), head.rfind("; "), head.rfind(": "))
+        reason = head[:cut] if cut > _REASON_MAX // 4 else head.rsplit(" ", 1)[0]
+    reason = reason.rstrip(" .,;:")
+    if type(error).__name__ in ("RuntimeError", "UnpicklingError"):
+        return reason
+    return f"{type(error).__name__}: {reason}"
 
 
 def resume_from(path: Path, parts: dict[str, Any]) -> dict[str, Any]:

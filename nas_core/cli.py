@@ -9,7 +9,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterable, Sequence
 
@@ -39,6 +41,8 @@ def build_parser(toolkit: object) -> argparse.ArgumentParser:
     def run_options(cmd: argparse.ArgumentParser, default_dir: str) -> None:
         add_config(cmd)
         cmd.add_argument("--out", help=f"run directory (default: {default_dir})")
+        cmd.add_argument("--force", action="store_true",
+                         help="write into an existing folder that holds other files (nas never does otherwise)")
         cmd.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
         cmd.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -58,6 +62,7 @@ def build_parser(toolkit: object) -> argparse.ArgumentParser:
     transfer.add_argument("--target", help="evaluator name, e.g. imagenet, cifar100")
     add_config(transfer)
     transfer.add_argument("--out", help="run directory (default: runs/<space>-transfer-<target>-...)")
+    transfer.add_argument("--force", action="store_true", help="as for nas train")
     transfer.add_argument("--no-progress", action="store_true", help="no progress bar")
     transfer.set_defaults(handler=commands.transfer, resume=None)
 
@@ -71,6 +76,8 @@ def build_parser(toolkit: object) -> argparse.ArgumentParser:
     shw = sub.add_parser("show", help="print a genotype in DARTS text form and draw its cells (DOT, PNG, SVG)")
     shw.add_argument("genotype", metavar="GENOTYPE", help="file, search run directory or registered name")
     shw.add_argument("--out", metavar="PREFIX", help="output prefix (default: the genotype's name)")
+    shw.add_argument("--space", help="the space to check the genotype against (default: the one it was found in, "
+                                     "else the default preset's)")
     shw.set_defaults(handler=commands.show)
 
     sub.add_parser("plugins", help="list plugins, their distributions and what they registered").set_defaults(
@@ -99,6 +106,7 @@ def main(argv: Sequence[str] | None = None, *, plugins: Iterable[object] = (), a
     argv = list(sys.argv[1:] if argv is None else argv)
     show_traceback = "--traceback" in argv or os.environ.get("NAS_TRACEBACK", "") not in ("", "0")
     _setup_console_logging()
+    previous = _terminate_like_interrupt()
     try:
         from nas_core.toolkit import Toolkit
 
@@ -110,6 +118,9 @@ def main(argv: Sequence[str] | None = None, *, plugins: Iterable[object] = (), a
             raise
         print(f"nas: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("nas: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)
         return 130
@@ -119,6 +130,25 @@ def main(argv: Sequence[str] | None = None, *, plugins: Iterable[object] = (), a
         print(f"nas: error: unexpected {type(e).__name__} in {_origin(e)}: {_first_line(e)} (a bug; rerun with "
               f"--traceback or NAS_TRACEBACK=1 to see where)", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, as schedulers (Slurm, Kubernetes) send it: handled like Ctrl-C, so the step in
+    progress is abandoned, the last checkpoint kept and the resume command logged."""
+
+
+def _terminate_like_interrupt() -> object:
+    """Raise Terminated on SIGTERM (main thread only); returns the previous handler."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _first_line(e: BaseException) -> str:

@@ -9,16 +9,15 @@ from pathlib import Path
 
 import attrs
 
-from nas_core.checkpoint import load_checkpoint, write_text_atomic
+from nas_core.files import write_text_atomic
 from nas_core.components import build
-from nas_core.config import Component, Config, Layer, resolve, to_yaml
+from nas_core.config import Component, Config, Layer, require, resolve, to_yaml
 from nas_core.errors import ConfigError, NasError
 from nas_core.genotype import Genotype
 from nas_core.genotype_io import format_darts_text, load_genotype
-from nas_core.interfaces import Discretizer, Evaluator, Relaxation, SearchSpace
 from nas_core.plugins import REGISTRATION_HOOKS, distribution_of
 from nas_core.run import CONFIG_FILE, GENOTYPE_FILE, RESULTS_FILE
-from nas_core.toolkit import CHECKPOINT_FILE, CONFIG_FLAGS, Toolkit, check_resume_flags
+from nas_core.toolkit import CHECKPOINT_FILE, CONFIG_FLAGS, Toolkit, check_resume_flags, writable_parent
 
 log = logging.getLogger("nas")
 
@@ -27,16 +26,8 @@ def _progress(args: argparse.Namespace) -> bool | None:
     return False if args.no_progress else None
 
 
-def _interruptible(args: argparse.Namespace, run_dir: Path, call: callable) -> object:
-    try:
-        return call()
-    except KeyboardInterrupt:
-        log.info("interrupted; continue with: nas %s --resume %s", args.command, run_dir)
-        raise
-
-
 def _resume_dir(args: argparse.Namespace, extra_flags: tuple[str, ...] = ()) -> Path:
-    check_resume_flags(args, (*CONFIG_FLAGS, "out", *extra_flags))
+    check_resume_flags(args, (*CONFIG_FLAGS, "out", "force", *extra_flags))
     run_dir = Path(args.resume)
     if not (run_dir / CONFIG_FILE).is_file():
         raise NasError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
@@ -51,9 +42,8 @@ def run(args: argparse.Namespace, toolkit: Toolkit) -> int:
         config = toolkit.saved_config(run_dir, args.device)
     else:
         config = toolkit.config_from_args(args)
-        run_dir = toolkit.new_run_dir(args.out, config, "search")
-    genotype = _interruptible(args, run_dir, lambda: toolkit.search(config, run_dir, resume=bool(args.resume),
-                                                                    progress=_progress(args)))
+        run_dir = toolkit.new_run_dir(args.out, config, "search", force=args.force)
+    genotype = toolkit.search(config, run_dir, resume=bool(args.resume), progress=_progress(args))
     if genotype is not None:
         print(f"\ngenotype ({run_dir / GENOTYPE_FILE}):\n{genotype.to_json()}", end="")
     return 0
@@ -70,8 +60,8 @@ def _train(args: argparse.Namespace, toolkit: Toolkit, config: Config, genotype:
            phase: str) -> int:
     from nas_core.train import format_results
 
-    results = _interruptible(args, run_dir, lambda: toolkit.train(
-        config, genotype, run_dir, resume=bool(args.resume), progress=_progress(args), phase=phase))
+    results = toolkit.train(config, genotype, run_dir, resume=bool(args.resume), progress=_progress(args),
+                            phase=phase)
     print(f"\n{format_results(results)}  ({run_dir / RESULTS_FILE})")
     return 0
 
@@ -81,15 +71,19 @@ def train(args: argparse.Namespace, toolkit: Toolkit) -> int:
         run_dir = _resume_dir(args, ("genotype",))
         config = toolkit.saved_config(run_dir, args.device)
         genotype = load_genotype(str(run_dir / GENOTYPE_FILE), {})
+        from nas_core.checkpoint import load_checkpoint
+
         phase = load_checkpoint(run_dir / CHECKPOINT_FILE).get("phase", "train")
     else:
         genotype = _genotype_arg(toolkit, args)
         config = toolkit.config_from_args(args)
-        run_dir, phase = toolkit.new_run_dir(args.out, config, "train"), "train"
+        run_dir, phase = toolkit.new_run_dir(args.out, config, "train", force=args.force), "train"
     return _train(args, toolkit, config, genotype, run_dir, phase)
 
 
 def transfer(args: argparse.Namespace, toolkit: Toolkit) -> int:
+    from nas_core.interfaces import Evaluator
+
     registries = toolkit.registries
     if not args.target:
         raise NasError(f"nas transfer needs --target; valid targets: {', '.join(registries.evaluators.names())}")
@@ -98,11 +92,14 @@ def transfer(args: argparse.Namespace, toolkit: Toolkit) -> int:
                       Evaluator)
     genotype = _genotype_arg(toolkit, args)
     config = toolkit.config_from_args(args, [Layer(evaluator.config_layer(), f"target {args.target!r}", strict=False)])
-    run_dir = toolkit.new_run_dir(args.out, config, f"transfer-{args.target}")
+    run_dir = toolkit.new_run_dir(args.out, config, f"transfer-{args.target}", force=args.force)
     return _train(args, toolkit, config, genotype, run_dir, "transfer")
 
 
 def derive(args: argparse.Namespace, toolkit: Toolkit) -> int:
+    from nas_core.checkpoint import load_checkpoint
+    from nas_core.interfaces import Discretizer, Relaxation, SearchSpace
+
     registries = toolkit.registries
     source = Path(args.source)
     path = source / CHECKPOINT_FILE if source.is_dir() else source
@@ -121,12 +118,17 @@ def derive(args: argparse.Namespace, toolkit: Toolkit) -> int:
     if args.k is not None:
         if options is None or "k" not in attrs.fields_dict(type(options)):
             raise ConfigError(f"--k: discretizer {name!r} has no option 'k'")
-        options = attrs.evolve(options, k=args.k)
+        try:
+            options = attrs.evolve(options, k=args.k)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"--k {args.k}: {e.args[0] if e.args else e}") from None
+    out = Path(args.out) if args.out else path.parent / f"derived_{name}{'' if args.k is None else f'_k{args.k}'}.json"
+    check_output_file(out, "--out")
     discretizer = build(registries.discretizers, Component(name, options), Discretizer)
     genotype = discretizer.derive(relaxation.strengths(), spec)
     if not isinstance(genotype, Genotype):
         raise NasError(f"discretizer {name!r} returned {type(genotype).__name__}, not a Genotype")
-    out = Path(args.out) if args.out else path.parent / f"derived_{name}{'' if args.k is None else f'_k{args.k}'}.json"
+    space.validate(genotype)
     write_text_atomic(out, genotype.to_json())
     print(f"{format_darts_text(genotype)}\n\n{genotype.to_json()}\nwritten to {out}")
     return 0
@@ -134,17 +136,40 @@ def derive(args: argparse.Namespace, toolkit: Toolkit) -> int:
 
 def show(args: argparse.Namespace, toolkit: Toolkit) -> int:
     from nas_core.draw import dot_available, draw
+    from nas_core.interfaces import SearchSpace
 
-    genotype = load_genotype(args.genotype, toolkit.registries.genotypes)
-    print(format_darts_text(genotype))
+    registries = toolkit.registries
+    genotype = load_genotype(args.genotype, registries.genotypes)
+    space_name = args.space or _genotype_space(toolkit, args.genotype)
+    config = resolve(registries, [Layer({"space": {"name": space_name}} if space_name else {}, "command line")],
+                     preset=None if space_name else registries.default_preset())
+    require(config, registries, ("space",), "nas show")
+    build(registries.spaces, config.space, SearchSpace).validate(genotype)
     prefix = Path(args.out) if args.out else Path(Path(args.genotype).stem if Path(args.genotype).is_file()
                                                     else Path(args.genotype).name or "genotype")
+    writable_parent(prefix.parent, "--out")
+    print(format_darts_text(genotype))
     for path in draw(genotype, prefix):
         print(f"wrote {path}")
     if not dot_available():
         print("PNG and SVG need Graphviz's `dot` program (Debian/Ubuntu: apt-get install graphviz; "
               "macOS: brew install graphviz)")
     return 0
+
+
+def _genotype_space(toolkit: Toolkit, source: str) -> str | None:
+    """The space a registered genotype was published for, or the space of a run directory."""
+    if source in toolkit.registries.genotypes:
+        return toolkit.registries.genotypes[source][3]
+    if Path(source).is_dir() and (Path(source) / CONFIG_FILE).is_file():
+        return toolkit.saved_config(Path(source)).space.name
+    return None
+
+
+def check_output_file(path: Path, what: str) -> None:
+    if path.is_dir():
+        raise NasError(f"{what} {path} is a directory; name a file")
+    writable_parent(path.parent, what)
 
 
 def plugins(args: argparse.Namespace, toolkit: Toolkit) -> int:
@@ -186,9 +211,13 @@ def list_names(args: argparse.Namespace, toolkit: Toolkit) -> int:
             doc = item[2] if isinstance(item, tuple) else getattr(item, "doc", "") or getattr(item, "help", "")
             if kind == "preset" and item.default:
                 doc = f"(default) {doc}"
+            if kind == "genotype" and item[3] and item[3] not in registries.spaces:
+                doc = f"{doc} (space {item[3]!r} is not installed: no installed space builds it)"
             rows.append((kind, name, _owner(item), doc))
     for kind, name, plugin, doc in rows:
         print(f"{kind:14s} {name:16s} {plugin:12s} {doc}")
+    if not rows:
+        print(f"nothing registered matches {pattern!r} (nas list without a pattern lists everything)")
     return 0
 
 

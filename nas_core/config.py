@@ -75,6 +75,7 @@ class Config:
     seed: int
     device: str
     data_root: str | None
+    threads: int | None  # CPU threads of torch; None: torch's default, recorded when a run starts
     task: Component
     dataset: Component
     space: Component
@@ -97,8 +98,8 @@ class Config:
 # section -> registry attribute
 COMPONENTS = {"task": "tasks", "dataset": "datasets", "space": "spaces", "relaxation": "relaxations",
               "optimizer": "optimizers", "trainer": "trainers", "discretizer": "discretizers"}
-SCALARS: dict[str, Any] = {"seed": int, "device": str, "data_root": str | None}
-BASE: dict[str, Any] = {"seed": 0, "device": "auto", "data_root": None}
+SCALARS: dict[str, Any] = {"seed": int, "device": str, "data_root": str | None, "threads": int | None}
+BASE: dict[str, Any] = {"seed": 0, "device": "auto", "data_root": None, "threads": None}
 
 
 def top_keys(registries: Registries) -> list[str]:
@@ -193,6 +194,8 @@ def resolve(registries: Registries, layers: list[Layer], *, preset: str | None =
     for key, typ in SCALARS.items():
         value, source = _last(all_layers, key)
         values[key] = _convert(value, typ, key, source)
+    if values["threads"] is not None and values["threads"] < 1:
+        raise ConfigError(f"threads must be at least 1, got {values['threads']}")
     values["settings"] = {name: _build_attrs(section.options, _section(all_layers, name), name)
                           for name, section in sorted(registries.settings.items())}
     for key, attr in COMPONENTS.items():
@@ -359,6 +362,17 @@ def to_dict(config: Config) -> dict[str, Any]:
 
 def to_yaml(config: Config) -> str:
     return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def apply_threads(config: Config) -> Config:
+    """Set torch's CPU thread count from the config, or record the current one in it: results on
+    CPU are bit-identical only for the same thread count, so a run (and its resume) keeps one."""
+    import torch
+
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+        return config
+    return attrs.evolve(config, threads=torch.get_num_threads())
 
 
 def resolve_device(name: str) -> Any:

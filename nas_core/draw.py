@@ -8,7 +8,7 @@ from pathlib import Path
 
 import graphviz
 
-from nas_core.checkpoint import write_text_atomic
+from nas_core.files import write_text_atomic
 from nas_core.genotype import Cell, Genotype
 
 

@@ -75,9 +75,10 @@ def nas_register_evaluators(register: Callable[..., None]) -> None:
 
 @hookspec
 def nas_register_genotypes(register: Callable[..., None]) -> None:
-    """Register published cells by name: ``register(name, genotype, doc=...)``.
+    """Register published cells by name: ``register(name, genotype, doc=..., space=None)``.
 
     ``genotype`` is a :class:`~nas_core.genotype.Genotype`; ``nas train --genotype NAME`` finds it.
+    ``space`` names the search space it was found in (``nas show`` checks it against that space).
     """
 
 

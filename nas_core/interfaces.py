@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from torch import Tensor, nn
 
+from nas_core.errors import GenotypeError
 from nas_core.genotype import Genotype
 
 if TYPE_CHECKING:
@@ -178,6 +179,16 @@ class SearchSpace(ABC):
     def build_network(self, genotype: Genotype, data: DataInfo) -> nn.Module:
         """A discrete, freshly initialised network with the cells of ``genotype``; raises
         GenotypeError if the genotype does not fit this space."""
+
+    def validate(self, genotype: Genotype) -> None:
+        """Raise GenotypeError naming the spot where ``genotype`` does not fit this space. Every
+        command that reads a genotype calls it. The default checks the cell types, op names and
+        node indices against :meth:`arch_spec`; spaces with further rules extend it."""
+        spec = self.arch_spec()
+        if set(genotype.cells) != set(spec.edges):
+            raise GenotypeError(f"genotype has cells {sorted(genotype.cells)}; this space's cells are "
+                                f"{sorted(spec.edges)}")
+        genotype.validate(spec.ops, spec.num_inputs)
 
 
 class Relaxation(nn.Module, ABC):

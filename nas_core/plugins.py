@@ -71,7 +71,7 @@ class Registries:
     datasets: Registry
     evaluators: Registry
     presets: dict[str, Preset]
-    genotypes: dict[str, tuple[Any, str, str]]  # name -> (Genotype, plugin, doc)
+    genotypes: dict[str, tuple[Any, str, str, str | None]]  # name -> (Genotype, plugin, doc, space)
     settings: dict[str, Section]  # config sections: the core's search and train, and plugins'
     commands: dict[str, Command]
 
@@ -150,7 +150,7 @@ def collect_registries(pm: pluggy.PluginManager) -> Registries:
 
     regs: dict[str, Any] = {attr: Registry(kind) for attr, (_, kind) in REGISTRATION_HOOKS.items()}
     presets: dict[str, Preset] = {}
-    genotypes: dict[str, tuple[Any, str, str]] = {}
+    genotypes: dict[str, tuple[Any, str, str, str | None]] = {}
     settings = {name: Section(name, cls, "nas_core", doc) for name, (cls, doc) in CORE_SECTIONS.items()}
     commands: dict[str, Command] = {}
 
@@ -181,11 +181,12 @@ def collect_registries(pm: pluggy.PluginManager) -> Registries:
                 raise PluginError(f"plugin {_plugin!r}: preset {name!r} must be a dict in the config layout")
             presets[name] = Preset(mapping, _plugin, doc, bool(default))
 
-        def register_genotype(name: str, genotype: Any, *, doc: str = "", _plugin: str = plugin_name) -> None:
+        def register_genotype(name: str, genotype: Any, *, doc: str = "", space: str | None = None,
+                              _plugin: str = plugin_name) -> None:
             unique(genotypes, "genotype", name, _plugin)
             if not isinstance(genotype, Genotype):
                 raise PluginError(f"plugin {_plugin!r}: genotype {name!r} must be a Genotype")
-            genotypes[name] = (genotype, _plugin, doc)
+            genotypes[name] = (genotype, _plugin, doc, space)
 
         def register_section(name: str, options: type, *, doc: str = "", _plugin: str = plugin_name) -> None:
             unique(settings, "config section", name, _plugin)

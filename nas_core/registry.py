@@ -66,3 +66,21 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def lazy(target: str) -> Callable[..., Any]:
+    """A factory that imports ``"package.module:attribute"`` on its first call.
+
+    Registering ``lazy("my_plugin.space:MySpace")`` keeps the import of the module (and of torch)
+    out of ``nas list``, ``nas plugins`` and ``nas --help``; pass ``doc=`` to ``register``."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(f"lazy({target!r}): expected 'package.module:attribute'")
+
+    def factory(*args: Any, **kwargs: Any) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(module_name), attribute)(*args, **kwargs)
+
+    factory.__qualname__ = factory.__name__ = f"lazy({target})"
+    return factory

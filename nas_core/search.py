@@ -12,7 +12,7 @@ from torch import Tensor
 
 from nas_core import checkpoint as ckpt
 from nas_core.components import build
-from nas_core.config import Config, require, resolve_device
+from nas_core.config import Config, apply_threads, require, resolve_device
 from nas_core.context import RunContext
 from nas_core.data import build_task
 from nas_core.engine import Phase, evaluate
@@ -110,6 +110,7 @@ def prepare_search(registries: Registries, config: Config) -> SearchPhase:
     """Seed, load the data and build every component; raises NasError on bad input."""
     require(config, registries, SEARCH_KINDS, "nas run")
     device = resolve_device(config.device)
+    config = apply_threads(config)
     ckpt.seed_everything(config.seed)
     torch.backends.cudnn.benchmark = False  # autotuned kernels would break run-to-run identity
     task = build_task(registries, config)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import attrs
 import pluggy
 
-from nas_core.checkpoint import write_text_atomic
+from nas_core.files import write_text_atomic
 from nas_core.config import Config, Layer, load_yaml_file, parse_set, resolve, to_yaml
 from nas_core.context import RunContext
 from nas_core.errors import ConfigError, NasError
@@ -53,13 +55,14 @@ class Toolkit:
                             help="override one config key, e.g. --set search.epochs=3 (repeatable)")
         parser.add_argument("--seed", type=int, help="random seed")
         parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
+        parser.add_argument("--threads", type=int, help="CPU threads (default: torch's; recorded in config.yaml)")
 
     def config_from_args(self, args: argparse.Namespace, extra: Sequence[Layer] = ()) -> Config:
         """Preset < ``extra`` layers < --config files < flags < --set."""
         layers = list(extra)
         layers += [Layer(load_yaml_file(path), f"config file {path}") for path in args.config]
         flags: dict[str, Any] = {k: {"name": getattr(args, k)} for k in NAME_FLAGS if getattr(args, k, None)}
-        for key in ("seed", "device", "data_root"):
+        for key in ("seed", "device", "data_root", "threads"):
             if getattr(args, key, None) is not None:
                 flags[key] = getattr(args, key)
         layers.append(Layer(flags, "command line"))
@@ -103,9 +106,6 @@ class Toolkit:
 
         config = prepared.config
         if not resume:
-            if (run_dir / CHECKPOINT_FILE).exists():
-                raise NasError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-                               f"or choose another --out")
             run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(run_dir / CONFIG_FILE, to_yaml(config))
             if genotype is not None:
@@ -116,12 +116,62 @@ class Toolkit:
         handler = attach_log_file(run_dir)
         try:
             return run_phase(prepared, run, resume=resume, progress=progress)
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (nas_core.cli turns it into Terminated)
+            what = "terminated (SIGTERM)" if type(e).__name__ == "Terminated" else "interrupted"
+            if (run_dir / CHECKPOINT_FILE).is_file():
+                command = "run" if phase == "search" else "train"
+                log.info("%s; continue with: nas %s --resume %s", what, command, run_dir)
+            else:
+                log.info("%s before the first epoch ended (nothing to resume); start it again", what)
+            raise
+        except OSError as e:  # a full disk, a folder made read-only mid-run: the last checkpoint is intact
+            raise NasError(f"cannot write in {run_dir}: {e.strerror or e}; its last complete checkpoint is "
+                           f"intact: continue with --resume {run_dir} once that is fixed") from e
         finally:
             logging.getLogger("nas").removeHandler(handler)
             handler.close()
 
-    def new_run_dir(self, out: str | None, config: Config, kind: str) -> Path:
-        return Path(out) if out else default_run_dir(Path("runs"), config, kind)
+    def new_run_dir(self, out: str | None, config: Config, kind: str, *, force: bool = False) -> Path:
+        """The run directory for a new run, checked (nothing is created yet): ``out`` or a fresh
+        name under ``runs/``. A folder that holds files but is not one of our run directories
+        is refused unless ``force``: nas never overwrites a user's files."""
+        run_dir = Path(out) if out else default_run_dir(Path("runs"), config, kind)
+        check_new_run_dir(run_dir, force=force)
+        return run_dir
+
+
+def writable_parent(path: Path, what: str) -> Path:
+    """The nearest existing ancestor of ``path``; a NasError unless it is a writable directory."""
+    parent = path
+    while not parent.exists():
+        if parent.parent == parent:
+            break
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NasError(f"{what} {path}: {parent} is a file, not a directory")
+    try:  # a real probe: permissions, read-only mounts and special file systems all show here
+        with tempfile.TemporaryFile(dir=parent):
+            pass
+    except OSError as e:
+        raise NasError(f"{what} {path}: cannot write in {parent} ({e.strerror or e})") from None
+    if shutil.disk_usage(parent).free < MIN_FREE_BYTES:
+        raise NasError(f"{what} {path}: no space left on the device holding {parent}")
+    return parent
+
+
+MIN_FREE_BYTES = 16 * 2**20  # a checkpoint of the demo is a few MB; the paper's about 30 MB
+
+
+def check_new_run_dir(run_dir: Path, *, force: bool) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NasError(f"--out {run_dir} is a file, not a directory")
+    if (run_dir / CHECKPOINT_FILE).exists():
+        raise NasError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
+    ours = (run_dir / CONFIG_FILE).is_file()  # started before, never finished an epoch: redone
+    if run_dir.is_dir() and not ours and any(run_dir.iterdir()) and not force:
+        raise NasError(f"--out {run_dir} is a folder with files that is not a nas run directory; choose an empty "
+                       f"or new folder, or pass --force to write into it (files nas writes are replaced)")
+    writable_parent(run_dir, "--out")
 
 
 def check_resume_flags(args: argparse.Namespace, flags: Iterable[str]) -> None:
@@ -132,5 +182,5 @@ def check_resume_flags(args: argparse.Namespace, flags: Iterable[str]) -> None:
                           f"(only --device may change)")
 
 
-CONFIG_FLAGS = (*NAME_FLAGS, "seed", "data_root", "preset", "config", "set")
+CONFIG_FLAGS = (*NAME_FLAGS, "seed", "data_root", "threads", "preset", "config", "set")
 Runner = Callable[[argparse.Namespace, Toolkit], int]

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from nas_core import checkpoint as ckpt
 from nas_core.components import build
-from nas_core.config import Component, Config, require, resolve_device
+from nas_core.config import Component, Config, apply_threads, require, resolve_device
 from nas_core.context import RunContext
 from nas_core.data import build_task
 from nas_core.engine import Phase, evaluate
@@ -128,11 +128,13 @@ def prepare_training(registries: Registries, config: Config, genotype: Genotype)
     """Seed, load the data and build a freshly initialised network from ``genotype``."""
     require(config, registries, TRAIN_KINDS, "nas train")
     device = resolve_device(config.device)
+    config = apply_threads(config)
     ckpt.seed_everything(config.seed)
     torch.backends.cudnn.benchmark = False
     task = build_task(registries, config)
     task.check_batch_size("train", config.train.batch_size, "train.batch_size")
     space: SearchSpace = build(registries.spaces, Component(config.space.name, config.network), SearchSpace)
+    space.validate(genotype)
     network = space.build_network(genotype, task.info).to(device)
     sizes = measure(network, task.example_inputs(device))
     trainer: Trainer = build(registries.trainers, config.trainer, Trainer, network=network, task=task,

@@ -17,29 +17,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import attrs
 import torch
 from torch import Tensor
 from torch.func import functional_call
 
 from nas_core import BilevelOptimizer, MixingWeights, Outcome, Relaxation, RunContext, StepResult, Supernet, Task
+from nas_darts.options import DartsOptions
 
 Reduce = Callable[[Sequence[Tensor]], list[Tensor]]
-
-
-@attrs.frozen
-class DartsOptions:
-    w_lr: float = attrs.field(default=0.025, validator=attrs.validators.gt(0))
-    w_lr_min: float = attrs.field(default=0.001, validator=attrs.validators.ge(0))  # cosine schedule ends here
-    w_momentum: float = attrs.field(default=0.9, validator=attrs.validators.ge(0))
-    w_weight_decay: float = attrs.field(default=3e-4, validator=attrs.validators.ge(0))
-    grad_clip: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))  # max L2 norm of the weight gradient (0: off)
-    arch_lr: float = attrs.field(default=3e-4, validator=attrs.validators.gt(0))
-    arch_betas: tuple[float, float] = (0.5, 0.999)
-    arch_weight_decay: float = attrs.field(default=1e-3, validator=attrs.validators.ge(0))
-    # virtual step size; None: the current weight lr (darts_2nd only)
-    xi: float | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
-    fd_eps: float = attrs.field(default=0.01, validator=attrs.validators.gt(0))  # the step is fd_eps / ||grad_w' L_val||
 
 
 class DartsOptimizer(BilevelOptimizer):

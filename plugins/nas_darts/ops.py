@@ -12,10 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-CNN_OPS: tuple[str, ...] = (
-    "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
-    "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
-)  # the order of DARTS' PRIMITIVES, so alpha rows line up with published alphas
+from nas_darts.options import CNN_OPS  # noqa: F401 (the op names, in DARTS' order)
+
 
 
 class PreActivated(nn.Module):

@@ -7,42 +7,46 @@ from importlib import resources
 
 import yaml
 
-from nas_core import Genotype, hookimpl
-from nas_darts import architect
-from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace
-from nas_darts.softmax import SoftmaxOptions, SoftmaxRelaxation
-from nas_darts.topk import TopKDiscretizer, TopKOptions
+from nas_core import Genotype, hookimpl, lazy
+from nas_darts.options import DartsCnnOptions, DartsOptions, SoftmaxOptions, TopKOptions
+
+# Factories are imported on first use (lazy), so that `nas list` and `nas --help` load no torch.
 
 
 @hookimpl
 def nas_register_spaces(register: Callable[..., None]) -> None:
-    register("darts_cnn", DartsCnnSpace, options=DartsCnnOptions)
+    register("darts_cnn", lazy("nas_darts.cnn_space:DartsCnnSpace"), options=DartsCnnOptions,
+             doc="DARTS CNN cells: 8 candidate ops, 2 inputs, 4 nodes, reduction cells at 1/3 and 2/3.")
 
 
 @hookimpl
 def nas_register_relaxations(register: Callable[..., None]) -> None:
-    register("softmax", SoftmaxRelaxation, options=SoftmaxOptions)
+    register("softmax", lazy("nas_darts.softmax:SoftmaxRelaxation"), options=SoftmaxOptions,
+             doc="alpha per cell type, shape [edges, ops]; weights = softmax over ops.")
 
 
 @hookimpl
 def nas_register_optimizers(register: Callable[..., None]) -> None:
-    register("darts_1st", architect.darts_first_order, options=architect.DartsOptions)
-    register("darts_2nd", architect.darts_second_order, options=architect.DartsOptions)
+    register("darts_1st", lazy("nas_darts.architect:darts_first_order"), options=DartsOptions,
+             doc="DARTS, first order: the architecture gradient at the current weights (xi = 0).")
+    register("darts_2nd", lazy("nas_darts.architect:darts_second_order"), options=DartsOptions,
+             doc="DARTS, second order: the architecture gradient through one unrolled weight step.")
 
 
 @hookimpl
 def nas_register_discretizers(register: Callable[..., None]) -> None:
-    register("topk", TopKDiscretizer, options=TopKOptions,
+    register("topk", lazy("nas_darts.topk:TopKDiscretizer"), options=TopKOptions,
              doc="Per node, the k strongest edges from distinct inputs, each with its best non-zero op.")
 
 
 @hookimpl
 def nas_register_genotypes(register: Callable[..., None]) -> None:
-    for name, doc in (("darts_v1", "DARTS (first order) CIFAR-10 cell, Liu et al. 2019"),
-                      ("darts_v2", "DARTS (second order) CIFAR-10 cell, Liu et al. 2019: 2.76 % error, 3.3 M params"),
-                      ("darts_rnn", "DARTS recurrent cell found on PTB, Liu et al. 2019")):
+    for name, space, doc in (
+            ("darts_v1", "darts_cnn", "DARTS (first order) CIFAR-10 cell, Liu et al. 2019"),
+            ("darts_v2", "darts_cnn", "DARTS (second order) CIFAR-10 cell, Liu et al. 2019: 2.76 % error, 3.3 M params"),
+            ("darts_rnn", "darts_rnn", "DARTS recurrent cell found on PTB, Liu et al. 2019")):
         text = resources.files("nas_darts").joinpath("genotypes", f"{name}.json").read_text()
-        register(name, Genotype.from_json(text, source=f"nas_darts/genotypes/{name}.json"), doc=doc)
+        register(name, Genotype.from_json(text, source=f"nas_darts/genotypes/{name}.json"), doc=doc, space=space)
 
 
 @hookimpl

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import attrs
 import torch
 from torch import Tensor, nn
 
 from nas_core import ArchSpec, MixingWeights, Relaxation
-
-
-@attrs.frozen
-class SoftmaxOptions:
-    init_std: float = 1e-3  # alpha ~ init_std * N(0, 1)
+from nas_darts.options import SoftmaxOptions
 
 
 class SoftmaxRelaxation(Relaxation):

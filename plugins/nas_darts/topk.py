@@ -5,16 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import attrs
 from torch import Tensor
 
 from nas_core import ArchSpec, Cell, Discretizer, Genotype, RunContext
-
-
-@attrs.frozen
-class TopKOptions:
-    k: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(1)))
-    # None: the space's own k (2 for DARTS CNN cells, 1 for RNN cells)
+from nas_darts.options import TopKOptions
 
 
 class TopKDiscretizer(Discretizer):

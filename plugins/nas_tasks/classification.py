@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import attrs
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -21,24 +20,7 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from nas_core import ConfigError, Outcome, RunContext, Task, stream_seed
 from nas_tasks.image_datasets import LabelledImages
-
-
-def _fraction(low_inclusive: bool):  # noqa: ANN202 (an attrs validator)
-    def check(_: object, attribute: attrs.Attribute, value: float) -> None:
-        if not ((0 <= value if low_inclusive else 0 < value) and value < 1):
-            bound = "[0, 1)" if low_inclusive else "(0, 1)"
-            raise ValueError(f"{attribute.name} must be in {bound}, got {value}")
-    return check
-
-
-@attrs.frozen
-class ClassificationOptions:
-    search_split: float = attrs.field(default=0.5, validator=_fraction(False))  # share of train for weights in search
-    valid_split: float = attrs.field(default=0.1, validator=_fraction(True))  # held out from train when training
-    cutout: int = attrs.field(default=0, validator=attrs.validators.ge(0))  # side of the cutout square, training only
-    aux_weight: float = attrs.field(default=0.4, validator=attrs.validators.ge(0))  # auxiliary head's loss weight
-    label_smoothing: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0), attrs.validators.lt(1)])
-    workers: int = attrs.field(default=0, validator=attrs.validators.ge(0))  # DataLoader worker processes
+from nas_tasks.options import ClassificationOptions
 
 
 class Cutout:

@@ -1,34 +1,34 @@
 """Registers the classification task, the image datasets and the SGD trainer through the same
-hooks any third-party plugin uses."""
+hooks any third-party plugin uses. Factories are imported on first use (lazy), so that
+`nas list` and `nas --help` load no torch."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from nas_core import hookimpl
+from nas_core import hookimpl, lazy
+from nas_tasks.options import ClassificationOptions, CifarOptions, ImageFolderOptions, SgdOptions
 
 
 @hookimpl
 def nas_register_tasks(register: Callable[..., None]) -> None:
-    from nas_tasks.classification import ClassificationOptions, ClassificationTask
-
-    register("classification", ClassificationTask, options=ClassificationOptions,
+    register("classification", lazy("nas_tasks.classification:ClassificationTask"), options=ClassificationOptions,
              doc="Images -> classes: cross-entropy (+ auxiliary head), top-1/top-5 error, cutout")
 
 
 @hookimpl
 def nas_register_datasets(register: Callable[..., None]) -> None:
-    from nas_tasks import image_datasets as d
-
-    register("digits", d.digits)
-    register("cifar10", d.cifar10, options=d.CifarOptions)
-    register("cifar100", d.cifar100, options=d.CifarOptions)
-    register("imagefolder", d.imagefolder, options=d.ImageFolderOptions)
+    register("digits", lazy("nas_tasks.image_datasets:digits"),
+             doc="scikit-learn's bundled 8x8 handwritten digits (1797 images, 10 classes); no download.")
+    register("cifar10", lazy("nas_tasks.image_datasets:cifar10"), options=CifarOptions,
+             doc="CIFAR-10 (torchvision, python version) from --data-root; never downloads.")
+    register("cifar100", lazy("nas_tasks.image_datasets:cifar100"), options=CifarOptions,
+             doc="CIFAR-100 (torchvision, python version) from --data-root; never downloads.")
+    register("imagefolder", lazy("nas_tasks.image_datasets:imagefolder"), options=ImageFolderOptions,
+             doc="Any ImageFolder tree (ImageNet layout: ROOT/train/CLASS/*.jpg, ROOT/val/CLASS/*.jpg), via torchvision.")
 
 
 @hookimpl
 def nas_register_trainers(register: Callable[..., None]) -> None:
-    from nas_tasks.sgd import SgdOptions, SgdTrainer
-
-    register("sgd", SgdTrainer, options=SgdOptions,
+    register("sgd", lazy("nas_tasks.sgd:SgdTrainer"), options=SgdOptions,
              doc="SGD with momentum, cosine or step schedule, gradient clipping (DARTS evaluation)")

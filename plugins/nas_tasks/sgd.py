@@ -6,22 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import attrs
 import torch
 from torch import nn
 
 from nas_core import RunContext, StepResult, Task, Trainer
-
-
-@attrs.frozen
-class SgdOptions:
-    lr: float = attrs.field(default=0.025, validator=attrs.validators.gt(0))
-    lr_min: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))  # the cosine schedule ends here
-    lr_schedule: str = attrs.field(default="cosine", validator=attrs.validators.in_(("cosine", "step")))
-    lr_gamma: float = attrs.field(default=0.97, validator=attrs.validators.gt(0))  # "step": lr *= lr_gamma per epoch
-    momentum: float = attrs.field(default=0.9, validator=attrs.validators.ge(0))
-    weight_decay: float = attrs.field(default=3e-4, validator=attrs.validators.ge(0))
-    grad_clip: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))  # max L2 norm of the gradient (0: off)
+from nas_tasks.options import SgdOptions
 
 
 class SgdTrainer(Trainer):

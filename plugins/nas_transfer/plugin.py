@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from nas_core import Evaluator, hookimpl
+from nas_core import hookimpl
 
 # DARTS.md sections 6 and 9: the mobile-setting ImageNet network and its schedule
 IMAGENET = {
@@ -30,19 +30,22 @@ CIFAR100 = {
 }
 
 
-class RestackedCell(Evaluator):
-    """Train the cell in the network and schedule of ``layer`` (a config mapping)."""
+def restacked(layer: Mapping[str, Any]) -> Callable[[None], Any]:
+    """A factory of the evaluator that trains the cell in the network and schedule of ``layer``."""
+    def factory(options: None) -> Any:
+        from nas_core import Evaluator  # imported here: registering must not load torch
 
-    def __init__(self, layer: Mapping[str, Any]):
-        self.layer = layer
+        class RestackedCell(Evaluator):
+            def config_layer(self) -> Mapping[str, Any]:
+                return layer
 
-    def config_layer(self) -> Mapping[str, Any]:
-        return self.layer
+        return RestackedCell()
+    return factory
 
 
 @hookimpl
 def nas_register_evaluators(register: Callable[..., None]) -> None:
-    register("imagenet", lambda options: RestackedCell(IMAGENET),
+    register("imagenet", restacked(IMAGENET),
              doc="CIFAR cell -> ImageNet-style network: 14 cells, C=48, reducing stem, label smoothing 0.1")
-    register("cifar100", lambda options: RestackedCell(CIFAR100),
+    register("cifar100", restacked(CIFAR100),
              doc="CIFAR-10 cell -> CIFAR-100: the paper's 20-cell, C=36 evaluation network")

@@ -4,6 +4,8 @@ loads them (the search split, per-epoch order)."""
 
 from __future__ import annotations
 
+import builtins
+import hashlib
 import os
 import pickle
 import re
@@ -27,7 +29,7 @@ from cifar_files import (
     write_cifar100,
     write_py2_pickle,
 )
-from nas_core import DataInfo, RunContext, Task
+from nas_core import DataInfo, RunContext, Task, cli
 from nas_core.components import build
 from nas_core.config import Layer, load_yaml_file, resolve
 from nas_core.data import build_task, load_data
@@ -229,9 +231,137 @@ def test_cifar_checksum_mismatch_is_a_data_error(name, augment, c10, c100):
     with pytest.raises(DataError) as info:
         getattr(datasets, name)(CifarOptions(augment=augment), root=files.root)
     message = str(info.value)
-    assert "checksum" in message and "verify_md5" in message
+    assert "checksum" in message and "verify_md5=false" in message and "re-extract" in message
+    assert "download" not in message  # torchvision's own message suggests download=True; nas never downloads
     assert str(files.folder) in message
     assert "\n" not in message
+
+
+def _pin_checksums(monkeypatch, cls, folder: Path) -> None:
+    """Make ``cls`` expect the md5s of the files in ``folder`` (our tiny files are not the official
+    ones), so that the verify_md5=true path can be exercised."""
+    def md5(name: str) -> str:
+        return hashlib.md5((folder / name).read_bytes()).hexdigest()
+
+    monkeypatch.setattr(cls, "train_list", [[n, md5(n)] for n, _ in cls.train_list])
+    monkeypatch.setattr(cls, "test_list", [[n, md5(n)] for n, _ in cls.test_list])
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": md5(cls.meta["filename"])})
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_official_format_loads_with_checksums(name, c10, c100, monkeypatch):
+    files, cls, mean, std = ((c10, datasets.RestrictedCIFAR10, CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10"
+                             else (c100, datasets.RestrictedCIFAR100, CIFAR100_MEAN, CIFAR100_STD))
+    _pin_checksums(monkeypatch, cls, files.folder)
+    data = getattr(datasets, name)(CifarOptions(verify_md5=True, augment=False), root=files.root)
+    assert isinstance(data.train, cls) and not isinstance(data.train, (datasets.UnverifiedCIFAR10,
+                                                                         datasets.UnverifiedCIFAR100))
+    assert list(data.train.classes) == list(files.classes) and data.train.class_to_idx[files.classes[3]] == 3
+    assert_images_round_trip(data, files, mean, std)
+
+
+# ---------------------------------------------------------------------------------------------
+# tampered files: the restricted unpickler
+# ---------------------------------------------------------------------------------------------
+
+class Payload:
+    """Pickles as a call of ``function(argument)``: what a tampered CIFAR file would carry."""
+
+    def __init__(self, function, argument: str):
+        self.function, self.argument = function, argument
+
+    def __reduce__(self):
+        return self.function, (self.argument,)
+
+
+def _os_system(marker: Path) -> Payload:
+    return Payload(os.system, f"touch '{marker}'")  # pickled as posix.system
+
+
+def _exec(marker: Path) -> Payload:
+    return Payload(builtins.exec, f"open({str(marker)!r}, 'w').close()")  # pickled as __builtin__.exec
+
+
+def _tamper(path: Path, payload: Payload) -> None:
+    """Rewrite a batch or meta file in the official (Python 2) format with ``payload`` among its entries."""
+    if path.name in ("batches.meta", "meta"):
+        content = {"label_names": ["a"] * 10, "fine_label_names": ["a"] * 100, "evil": payload}
+    else:
+        content = {"batch_label": "x", "labels": [0, 1], "fine_labels": [0, 1],
+                   "data": np.zeros((2, 3072), np.uint8), "filenames": ["a", "b"], "evil": payload}
+    write_py2_pickle(path, content)
+
+
+_PAYLOADS = [_os_system, _exec]
+
+
+@pytest.mark.parametrize("payload", _PAYLOADS, ids=["os.system", "exec"])
+@pytest.mark.parametrize("victim", ["data_batch_2", "test_batch", "batches.meta"])
+def test_tampered_cifar10_file_is_refused_by_the_cli(victim, payload, tmp_path, capsys):
+    files = write_cifar10(tmp_path / "data", per_batch=2)
+    marker = tmp_path / "marker"
+    _tamper(files.folder / victim, payload(marker))
+    code = cli.main(["run", "--dataset", "cifar10", "--data-root", str(files.root), "--set", "dataset.verify_md5=false",
+                     "--device", "cpu", "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert not marker.exists(), "the payload ran"
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nas: error: "), err
+    assert str(files.folder / victim) in lines[0] and "refused" in lines[0]
+    assert re.search(r"global (posix|os)\.system|global (__builtin__|builtins)\.exec", lines[0]), lines[0]
+
+
+def test_the_payload_is_live(tmp_path):
+    """What test_tampered_cifar10_file_is_refused_by_the_cli writes does run code when read as
+    torchvision reads it (``pickle.load(f, encoding="latin1")``)."""
+    for payload in _PAYLOADS:
+        marker = tmp_path / f"marker_{payload.__name__}"
+        _tamper(tmp_path / "data_batch_1", payload(marker))
+        with open(tmp_path / "data_batch_1", "rb") as f:
+            pickle.load(f, encoding="latin1")
+        assert marker.exists()
+
+
+@pytest.mark.parametrize("victim", ["train", "test", "meta"])
+def test_tampered_cifar100_file_is_refused(victim, tmp_path):
+    files = write_cifar100(tmp_path / "data", n_train=2, n_test=2)
+    marker = tmp_path / "marker"
+    _tamper(files.folder / victim, _os_system(marker))
+    with pytest.raises(DataError) as info:
+        datasets.cifar100(NO_MD5, root=files.root)
+    assert not marker.exists()
+    assert str(files.folder / victim) in str(info.value) and "system" in str(info.value)
+
+
+def test_tampered_file_is_refused_even_when_its_checksum_is_expected(tmp_path, monkeypatch):
+    """With verify_md5 on, a tampered file fails the checksum; and were the expected checksum
+    the tampered file's, the unpickler still refuses it: the checksum is not the safeguard."""
+    files = write_cifar10(tmp_path / "data", per_batch=2)
+    _pin_checksums(monkeypatch, datasets.RestrictedCIFAR10, files.folder)
+    marker = tmp_path / "marker"
+    _tamper(files.folder / "data_batch_1", _exec(marker))
+    with pytest.raises(DataError, match=r"cifar-10-batches-py: data_batch_1 failed the checksum"):
+        datasets.cifar10(CifarOptions(), root=files.root)
+    _pin_checksums(monkeypatch, datasets.RestrictedCIFAR10, files.folder)
+    with pytest.raises(DataError, match="exec"):
+        datasets.cifar10(CifarOptions(), root=files.root)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("module, name", [("numpy.core.multiarray", "_reconstruct"),
+                                          ("numpy._core.multiarray", "_reconstruct"),
+                                          ("numpy", "ndarray"), ("numpy", "dtype")])
+def test_restricted_unpickler_admits_numpy_arrays_only(module, name):
+    import io
+
+    assert datasets.RestrictedUnpickler(io.BytesIO(b"")).find_class(module, name) is not None
+    for refused in [("numpy", "load"), ("numpy.core.multiarray", "scalar"), ("builtins", "getattr"),
+                    ("__builtin__", "eval"), ("copy_reg", "_reconstructor"), ("posix", "system"),
+                    ("subprocess", "Popen"), (module, name + "_")]:
+        with pytest.raises(datasets.RefusedGlobal, match=re.escape(".".join(refused))):
+            datasets.RestrictedUnpickler(io.BytesIO(b"")).find_class(*refused)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""The options of the DARTS components: their config keys. Kept apart from the components so
+that registering them (every time ``nas`` starts) imports no torch."""
+
+from __future__ import annotations
+
+import attrs
+
+CNN_OPS: tuple[str, ...] = (
+    "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
+    "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
+)  # the order of DARTS' PRIMITIVES, so alpha rows line up with published alphas
+
+
+def _check_ops(_: object, attribute: attrs.Attribute, ops: tuple[str, ...]) -> None:
+    unknown = [o for o in ops if o not in CNN_OPS]
+    if unknown:
+        raise ValueError(f"space.ops: unknown ops {unknown}; valid ops: {', '.join(CNN_OPS)}")
+    if not [o for o in ops if o != "none"] or len(set(ops)) != len(ops):
+        raise ValueError("space.ops: needs distinct ops, at least one of them not 'none'")
+
+
+@attrs.frozen
+class DartsCnnOptions:
+    cells: int = attrs.field(default=8, validator=attrs.validators.ge(1))
+    channels: int = attrs.field(default=16, validator=attrs.validators.ge(2))  # C of the first cell
+    nodes: int = attrs.field(default=4, validator=attrs.validators.ge(1))  # intermediate nodes per cell
+    stem_multiplier: int = attrs.field(default=3, validator=attrs.validators.ge(1))
+    ops: tuple[str, ...] = attrs.field(default=CNN_OPS, validator=_check_ops)
+    # channels-last activations: about 2x faster CPU convolutions and pooling here; None = on CPU only
+    channels_last: bool | None = None
+    # search only: recompute each edge's ops during backward instead of keeping their activations
+    # (paper config on CPU: about 0.2x the peak memory of keeping them, for about 1.4x the time)
+    recompute_edges: bool = False
+    # "cifar": one 3x3 conv; "imagenet": three stride-2 3x3 convs (224 px -> 28 px before the cells)
+    stem: str = attrs.field(default="cifar", validator=attrs.validators.in_(("cifar", "imagenet")))
+    # discrete networks only: an auxiliary classifier after the cell at 2/3 depth (training mode)
+    auxiliary: bool = False
+    # discrete networks only: drop-path probability of the last epoch, ramped linearly from 0 at the first
+    drop_path: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0), attrs.validators.lt(1)])
+
+
+@attrs.frozen
+class DartsOptions:
+    w_lr: float = attrs.field(default=0.025, validator=attrs.validators.gt(0))
+    w_lr_min: float = attrs.field(default=0.001, validator=attrs.validators.ge(0))  # cosine schedule ends here
+    w_momentum: float = attrs.field(default=0.9, validator=attrs.validators.ge(0))
+    w_weight_decay: float = attrs.field(default=3e-4, validator=attrs.validators.ge(0))
+    grad_clip: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))  # max L2 norm of the weight gradient (0: off)
+    arch_lr: float = attrs.field(default=3e-4, validator=attrs.validators.gt(0))
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = attrs.field(default=1e-3, validator=attrs.validators.ge(0))
+    # virtual step size; None: the current weight lr (darts_2nd only)
+    xi: float | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
+    fd_eps: float = attrs.field(default=0.01, validator=attrs.validators.gt(0))  # the step is fd_eps / ||grad_w' L_val||
+
+
+@attrs.frozen
+class SoftmaxOptions:
+    init_std: float = 1e-3  # alpha ~ init_std * N(0, 1)
+
+
+@attrs.frozen
+class TopKOptions:
+    k: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(1)))
+    # None: the space's own k (2 for DARTS CNN cells, 1 for RNN cells)

@@ -1,0 +1,50 @@
+"""The options of the tasks' components: their config keys. Kept apart from the components so
+that registering them (every time ``nas`` starts) imports no torch."""
+
+from __future__ import annotations
+
+import attrs
+
+
+def _fraction(low_inclusive: bool):  # noqa: ANN202 (an attrs validator)
+    def check(_: object, attribute: attrs.Attribute, value: float) -> None:
+        if not ((0 <= value if low_inclusive else 0 < value) and value < 1):
+            bound = "[0, 1)" if low_inclusive else "(0, 1)"
+            raise ValueError(f"{attribute.name} must be in {bound}, got {value}")
+    return check
+
+
+@attrs.frozen
+class ClassificationOptions:
+    search_split: float = attrs.field(default=0.5, validator=_fraction(False))  # share of train for weights in search
+    valid_split: float = attrs.field(default=0.1, validator=_fraction(True))  # held out from train when training
+    cutout: int = attrs.field(default=0, validator=attrs.validators.ge(0))  # side of the cutout square, training only
+    aux_weight: float = attrs.field(default=0.4, validator=attrs.validators.ge(0))  # auxiliary head's loss weight
+    label_smoothing: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0), attrs.validators.lt(1)])
+    workers: int = attrs.field(default=0, validator=attrs.validators.ge(0))  # DataLoader worker processes
+
+
+@attrs.frozen
+class CifarOptions:
+    augment: bool = True  # random crop (padding 4) and horizontal flip on the training set
+    verify_md5: bool = True  # check the files against the official checksums
+
+
+@attrs.frozen
+class ImageFolderOptions:
+    train_dir: str = "train"  # class folders of training images under --data-root
+    test_dir: str = "val"  # class folders of test images (ImageNet's validation set)
+    image_size: int = 224  # training crop and test centre crop
+    resize: int = 256  # test images are resized to this before the centre crop
+    color_jitter: float = 0.4  # brightness/contrast/saturation jitter of training images (0: off)
+
+
+@attrs.frozen
+class SgdOptions:
+    lr: float = attrs.field(default=0.025, validator=attrs.validators.gt(0))
+    lr_min: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))  # the cosine schedule ends here
+    lr_schedule: str = attrs.field(default="cosine", validator=attrs.validators.in_(("cosine", "step")))
+    lr_gamma: float = attrs.field(default=0.97, validator=attrs.validators.gt(0))  # "step": lr *= lr_gamma per epoch
+    momentum: float = attrs.field(default=0.9, validator=attrs.validators.ge(0))
+    weight_decay: float = attrs.field(default=3e-4, validator=attrs.validators.ge(0))
+    grad_clip: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))  # max L2 norm of the gradient (0: off)
