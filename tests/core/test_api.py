@@ -80,3 +80,14 @@ def test_importing_the_package_and_hooks_loads_no_torch():
     code = "import nas_core, nas_core.hookspecs, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_listing_commands_load_no_torch():
+    """`nas list`, `nas plugins` and `nas --help` with every installed plugin: registration is lazy."""
+    code = ("import sys, contextlib, io\nfrom nas_core import cli\n"
+            "for args in (['list'], ['plugins'], ['--help']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "        cli.main(args)\n"
+            "print(sorted(m for m in ('torch', 'torchvision', 'sklearn', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
