@@ -63,12 +63,24 @@ class RunContext:
     rank: int = 0
     world_size: int = 1
     epoch_metrics: dict[str, float] = attrs.Factory(dict)  # components may add values for this epoch's report
+    metrics: dict[str, float] = attrs.Factory(dict)  # the last finished epoch's metrics
+    wall_time_s: float = 0.0  # seconds the run has taken up to its last finished epoch, resumes included
+    epochs_done: int = 0  # epochs finished (and checkpointed), resumes included
     extra: dict[str, Any] = attrs.Factory(dict)  # per-run values plugins share
     _generators: dict[str, torch.Generator] = attrs.Factory(dict)
 
     @property
     def seed(self) -> int:
         return self.config.seed
+
+    @property
+    def device_name(self) -> str:
+        """The device in words, for results: ``cpu`` or the GPU's name."""
+        import torch
+
+        if self.device.type == "cuda":
+            return f"{self.device} ({torch.cuda.get_device_name(self.device)})"
+        return str(self.device)
 
     @property
     def is_writer(self) -> bool:

@@ -80,6 +80,8 @@ def run_phase(phase: Phase, run: RunContext, *, resume: bool = False, progress: 
         run.start_epoch, run.step = state["epoch"] + 1, state["step"]
         phase.load_extra_state(state.get("extra", {}))
         stopped = state.get("stopped")
+        run.metrics, run.wall_time_s = dict(state.get("metrics", {})), float(state.get("wall_time_s", 0.0))
+        run.epochs_done = run.start_epoch
         if stopped or run.start_epoch >= run.epochs:
             log.info("%s is already complete (%d of %d epochs%s); reporting its result", run.dir,
                      run.start_epoch, run.epochs, f", stopped early: {stopped}" if stopped else "")
@@ -91,6 +93,7 @@ def run_phase(phase: Phase, run: RunContext, *, resume: bool = False, progress: 
     pm.hook.nas_run_start(run=run)
     try:
         epoch = run.start_epoch
+        base_time, started = run.wall_time_s, time.monotonic()
         while stopped is None and epoch < run.epochs:
             run.start_epoch_state(epoch)
             pm.hook.nas_epoch_start(run=run)
@@ -98,11 +101,14 @@ def run_phase(phase: Phase, run: RunContext, *, resume: bool = False, progress: 
             metrics.update(phase.end_epoch(run, metrics))
             metrics.update(run.epoch_metrics)
             stopped = pm.hook.nas_should_stop(run=run, epoch=epoch, metrics=metrics)
+            run.wall_time_s, run.epochs_done = base_time + time.monotonic() - started, epoch + 1
             if stopped is not None or epoch + 1 == run.epochs:
                 metrics.update(phase.final(run))
+            run.metrics = metrics
             if run.is_writer:
                 ckpt.save_checkpoint(run.dir / CHECKPOINT_FILE, {
                     "phase": run.phase, "epoch": epoch, "step": run.step, "stopped": stopped,
+                    "metrics": metrics, "wall_time_s": run.wall_time_s,
                     **{name: part.state_dict() for name, part in phase.parts().items()},
                     "extra": phase.extra_state(), "rng": ckpt.rng_state(), "config": to_dict(run.config),
                 })

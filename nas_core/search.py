@@ -3,6 +3,7 @@ discretizer's genotype every epoch."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -21,7 +22,7 @@ from nas_core.genotype import Genotype
 from nas_core.interfaces import (ArchSpec, BilevelOptimizer, Discretizer, Relaxation, SearchSpace, StepResult,
                                  Supernet, Task)
 from nas_core.plugins import Registries
-from nas_core.run import GENOTYPE_FILE
+from nas_core.run import GENOTYPE_FILE, RESULTS_FILE
 
 log = logging.getLogger("nas")
 
@@ -102,7 +103,16 @@ class SearchPhase(Phase):
             self.genotype = Genotype.from_dict(state["genotype"], source="checkpoint")
 
     def finish(self, run: RunContext) -> Genotype | None:
+        """Writes ``results.json``: the genotype, the last validation metrics, the search's cost."""
         run.genotype = self.genotype
+        if run.is_writer and self.genotype is not None:
+            c = self.config
+            results = {"genotype": self.genotype.to_dict(), **{k: v for k, v in run.metrics.items()
+                                                                 if k.startswith("valid_")},
+                       "epochs": run.epochs_done, "wall_time_s": run.wall_time_s,
+                       "device": run.device_name, "space": c.space.name, "optimizer": c.optimizer.name,
+                       "dataset": c.dataset.name, "task": c.task.name, "seed": c.seed}
+            ckpt.write_text_atomic(run.dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
         return self.genotype
 
 

@@ -106,8 +106,9 @@ class TrainPhase(Phase):
 
     def final(self, run: RunContext) -> dict[str, float]:
         test = self.evaluate("test", run)
-        self.results = {**test, **self.sizes, "epochs": run.epoch + 1, "dataset": self.config.dataset.name,
-                        "space": self.config.space.name, "task": self.config.task.name}
+        self.results = {**test, **self.sizes, "epochs": run.epochs_done, "dataset": self.config.dataset.name,
+                        "space": self.config.space.name, "task": self.config.task.name,
+                        "wall_time_s": run.wall_time_s, "device": run.device_name}
         return test
 
     def extra_state(self) -> dict[str, Any]:

@@ -175,3 +175,21 @@ def test_bad_factory_input_is_one_line_and_bugs_point_to_traceback(tmp_path, cap
     with pytest.raises(KeyError):
         nas("--traceback", "run", "--out", str(tmp_path / "r"), plugins=[Crashing()])
     assert not (tmp_path / "r").exists()
+
+
+def test_results_record_wall_time_device_and_epochs_across_a_resume(tmp_path):
+    toy = ToyPlugin()
+    run = tmp_path / "run"
+    assert nas("run", "--out", str(run), "--no-progress", plugins=[toy, InterruptAfter(0)]) == 130
+    first = load_checkpoint(run / "checkpoint.pt")["wall_time_s"]
+    assert first > 0 and not (run / "results.json").exists()
+    assert nas("run", "--resume", str(run), "--no-progress", plugins=[toy]) == 0
+    results = json.loads((run / "results.json").read_text())
+    assert results["epochs"] == 3 and results["device"] == "cpu" and results["wall_time_s"] > first
+    assert set(results["genotype"]) == {"cell"} and "valid_loss" in results and results["optimizer"] == "toy_first_order"
+    assert nas("run", "--resume", str(run), "--no-progress", plugins=[toy]) == 0  # finished: same record
+    assert json.loads((run / "results.json").read_text()) == results
+
+    assert nas("train", "--genotype", str(run), "--out", str(tmp_path / "train"), "--no-progress", plugins=[toy]) == 0
+    trained = json.loads((tmp_path / "train" / "results.json").read_text())
+    assert trained["epochs"] == 3 and trained["device"] == "cpu" and trained["wall_time_s"] > 0
