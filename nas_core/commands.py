@@ -9,8 +9,9 @@ from pathlib import Path
 
 import attrs
 
-from nas_core.files import write_text_atomic
+from nas_core import distributed
 from nas_core.components import build
+from nas_core.files import write_text_atomic
 from nas_core.config import Component, Config, Layer, require, resolve, to_yaml
 from nas_core.errors import ConfigError, NasError
 from nas_core.genotype import Genotype
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace, toolkit: Toolkit) -> int:
         config = toolkit.config_from_args(args)
         run_dir = toolkit.new_run_dir(args.out, config, "search", force=args.force)
     genotype = toolkit.search(config, run_dir, resume=bool(args.resume), progress=_progress(args))
-    if genotype is not None:
+    if genotype is not None and distributed.is_main():
         print(f"\ngenotype ({run_dir / GENOTYPE_FILE}):\n{genotype.to_json()}", end="")
     return 0
 
@@ -62,7 +63,8 @@ def _train(args: argparse.Namespace, toolkit: Toolkit, config: Config, genotype:
 
     results = toolkit.train(config, genotype, run_dir, resume=bool(args.resume), progress=_progress(args),
                             phase=phase)
-    print(f"\n{format_results(results)}  ({run_dir / RESULTS_FILE})")
+    if distributed.is_main():
+        print(f"\n{format_results(results)}  ({run_dir / RESULTS_FILE})")
     return 0
 
 

@@ -43,6 +43,7 @@ class SearchSettings:
     batch_size: int = attrs.field(default=64, validator=_positive)
     max_steps_per_epoch: int | None = attrs.field(default=None, validator=_positive)  # cut epochs short
     eval_every: int = attrs.field(default=1, validator=_non_negative)  # evaluate the supernet every N epochs (0: never)
+    sync_batchnorm: bool = False  # torchrun on GPUs: batch statistics over all ranks (torch's SyncBatchNorm)
 
 
 @attrs.frozen
@@ -53,6 +54,7 @@ class TrainSettings:
     batch_size: int = attrs.field(default=96, validator=_positive)
     max_steps_per_epoch: int | None = attrs.field(default=None, validator=_positive)
     eval_every: int = attrs.field(default=1, validator=_non_negative)  # validate every N epochs (0: only at the end)
+    sync_batchnorm: bool = False  # torchrun on GPUs: batch statistics over all ranks (torch's SyncBatchNorm)
 
 
 #: The engines' own sections, registered like any plugin's (``nas_register_settings``).
@@ -375,11 +377,28 @@ def apply_threads(config: Config) -> Config:
     return attrs.evolve(config, threads=torch.get_num_threads())
 
 
+def sync_batchnorm(module: Any, enabled: bool, device: Any, key: str) -> Any:
+    """``module`` with torch's SyncBatchNorm in a torchrun job when ``enabled`` (GPUs only)."""
+    from nas_core.distributed import world_size
+
+    if not enabled or world_size() == 1:
+        return module
+    if device.type != "cuda":
+        raise ConfigError(f"{key}=true needs CUDA: torch's SyncBatchNorm does not run on {device.type}")
+    import torch
+
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+
+
 def resolve_device(name: str) -> Any:
     import torch
 
+    from nas_core.distributed import local_rank, world_size
+
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and world_size() > 1:  # torchrun: one GPU per process
+        name = f"cuda:{local_rank()}"
     try:
         device = torch.device(name)
     except RuntimeError:

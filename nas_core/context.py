@@ -88,13 +88,15 @@ class RunContext:
         return self.rank == 0
 
     def generator(self, stream: str) -> torch.Generator:
-        """A CPU generator for ``stream`` in this epoch, seeded by (seed, epoch, stream, rank): the
-        same object all epoch long, so successive draws differ and a resumed run repeats them."""
+        """A CPU generator for ``stream`` in this epoch, seeded by (seed, epoch, stream): the same
+        object all epoch long, so successive draws differ and a resumed run repeats them. It is
+        the same on every rank of a torchrun job, so all ranks draw the same data order (each then
+        takes its shard of every batch) and the same relaxation sample."""
         import torch
 
         if stream not in self._generators:
             self._generators[stream] = torch.Generator().manual_seed(
-                stream_seed(self.config.seed, self.epoch, stream, self.rank))
+                stream_seed(self.config.seed, self.epoch, stream))
         return self._generators[stream]
 
     def start_epoch_state(self, epoch: int) -> None:

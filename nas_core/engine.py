@@ -15,6 +15,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from nas_core import checkpoint as ckpt
+from nas_core import distributed
 from nas_core.config import to_dict
 from nas_core.context import RunContext
 from nas_core.errors import DataError
@@ -77,6 +78,9 @@ def run_phase(phase: Phase, run: RunContext, *, resume: bool = False, progress: 
     stopped: str | None = None
     if resume:
         state = ckpt.resume_from(run.dir / CHECKPOINT_FILE, phase.parts())
+        rngs = state.get("rng_ranks") or []
+        if run.rank < len(rngs) and len(rngs) == run.world_size:  # each rank continues its own streams
+            ckpt.set_rng_state(rngs[run.rank])
         run.start_epoch, run.step = state["epoch"] + 1, state["step"]
         phase.load_extra_state(state.get("extra", {}))
         stopped = state.get("stopped")
@@ -105,8 +109,10 @@ def run_phase(phase: Phase, run: RunContext, *, resume: bool = False, progress: 
             if stopped is not None or epoch + 1 == run.epochs:
                 metrics.update(phase.final(run))
             run.metrics = metrics
+            rngs = distributed.gather(ckpt.rng_state()) if run.world_size > 1 else None
             if run.is_writer:
                 ckpt.save_checkpoint(run.dir / CHECKPOINT_FILE, {
+                    "rng_ranks": rngs,
                     "phase": run.phase, "epoch": epoch, "step": run.step, "stopped": stopped,
                     "metrics": metrics, "wall_time_s": run.wall_time_s,
                     **{name: part.state_dict() for name, part in phase.parts().items()},
@@ -180,7 +186,12 @@ def run_steps(phase: Phase, run: RunContext, progress: bool | None) -> dict[str,
                 bar.set_postfix_str(_loss_text(flat))
     if done == 0:
         raise DataError(f"epoch {run.epoch + 1} had no batches: the data is smaller than one batch")
-    return report(phase.task, {g: {k: float(v) / done for k, v in stats.items()} for g, stats in sums.items()})
+    keys = [(g, k) for g, stats in sums.items() for k in stats]
+    totals = distributed.sum_floats([float(sums[g][k]) for g, k in keys])  # every rank ran `done` steps
+    means: dict[str, dict[str, float]] = {}
+    for (g, k), total in zip(keys, totals):
+        means.setdefault(g, {})[k] = total / (done * run.world_size)
+    return report(phase.task, means)
 
 
 def report(task: Task, groups: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
@@ -212,9 +223,11 @@ def evaluate(task: Task, model: Callable[..., Any], stream: str, *, batch_size: 
         for key, value in out.stats.items():
             sums[key] = sums.get(key, 0.0) + float(value) * out.count
         count += out.count
+    keys = sorted(sums)
+    *totals, count = distributed.sum_floats([sums[k] for k in keys] + [float(count)])  # all ranks' shards
     if count == 0:
         raise DataError(f"the {stream} data of dataset {run.config.dataset.name!r} is empty")
-    return report(task, {group or stream: {k: v / count for k, v in sums.items()}})
+    return report(task, {group or stream: {k: v / count for k, v in zip(keys, totals)}})
 
 
 def limited(it: Iterable[Any], limit: int | None) -> Iterator[Any]:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from nas_core import checkpoint as ckpt
 from nas_core.components import build
-from nas_core.config import Config, apply_threads, require, resolve_device
+from nas_core.config import Config, apply_threads, require, resolve_device, sync_batchnorm
 from nas_core.context import RunContext
 from nas_core.data import build_task
 from nas_core.engine import Phase, evaluate
@@ -127,7 +127,8 @@ def prepare_search(registries: Registries, config: Config) -> SearchPhase:
     task.check_batch_size("search", config.search.batch_size, "search.batch_size")
     space: SearchSpace = build(registries.spaces, config.space, SearchSpace)
     spec = space.arch_spec()
-    supernet: Supernet = space.build_supernet(task.info).to(device)
+    supernet: Supernet = sync_batchnorm(space.build_supernet(task.info), config.search.sync_batchnorm, device,
+                                        "search.sync_batchnorm").to(device)
     relaxation: Relaxation = build(registries.relaxations, config.relaxation, Relaxation, spec=spec).to(device)
     optimizer: BilevelOptimizer = build(registries.optimizers, config.optimizer, BilevelOptimizer,
                                         supernet=supernet, relaxation=relaxation, task=task,

@@ -104,25 +104,38 @@ class Toolkit:
         """Create ``run_dir`` (unless resuming) and run a prepared phase there, logging to its log file."""
         from nas_core.engine import run_phase
 
+        from nas_core import distributed
+
         config = prepared.config
-        if not resume:
+        rank, world = distributed.init(prepared.device)
+        if not resume and rank == 0:  # only rank 0 writes the run directory
             run_dir.mkdir(parents=True, exist_ok=True)
             write_text_atomic(run_dir / CONFIG_FILE, to_yaml(config))
             if genotype is not None:
                 write_text_atomic(run_dir / GENOTYPE_FILE, genotype.to_json())
         epochs = config.search.epochs if phase == "search" else config.train.epochs
         run = RunContext(dir=run_dir, config=config, phase=phase, device=prepared.device,
-                         plugin_manager=self.plugin_manager, epochs=epochs, spec=spec, genotype=genotype)
-        handler = attach_log_file(run_dir)
+                         plugin_manager=self.plugin_manager, epochs=epochs, spec=spec, genotype=genotype,
+                         rank=rank, world_size=world)
+        if rank > 0:  # one console and one log file per job: rank 0's
+            logging.getLogger("nas").setLevel(logging.WARNING)
+        handler = attach_log_file(run_dir) if rank == 0 else logging.NullHandler()
         try:
             return run_phase(prepared, run, resume=resume, progress=progress)
         except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (nas_core.cli turns it into Terminated)
             what = "terminated (SIGTERM)" if type(e).__name__ == "Terminated" else "interrupted"
-            if (run_dir / CHECKPOINT_FILE).is_file():
+            if (run_dir / CHECKPOINT_FILE).is_file() and rank == 0:
                 command = "run" if phase == "search" else "train"
                 log.info("%s; continue with: nas %s --resume %s", what, command, run_dir)
-            else:
+            elif rank == 0:
                 log.info("%s before the first epoch ended (nothing to resume); start it again", what)
+            raise
+        except RuntimeError as e:
+            if world > 1 and distributed.is_collective_failure(e):
+                raise NasError(f"another process of this torchrun job died or stopped answering "
+                               f"(NAS_DIST_TIMEOUT={distributed.timeout_s():g} s; {str(e).strip().splitlines()[0][-160:]}); "
+                               f"the last checkpoint is intact: continue with nas "
+                               f"{'run' if phase == 'search' else 'train'} --resume {run_dir}") from e
             raise
         except OSError as e:  # a full disk, a folder made read-only mid-run: the last checkpoint is intact
             raise NasError(f"cannot write in {run_dir}: {e.strerror or e}; its last complete checkpoint is "
@@ -134,10 +147,30 @@ class Toolkit:
     def new_run_dir(self, out: str | None, config: Config, kind: str, *, force: bool = False) -> Path:
         """The run directory for a new run, checked (nothing is created yet): ``out`` or a fresh
         name under ``runs/``. A folder that holds files but is not one of our run directories
-        is refused unless ``force``: nas never overwrites a user's files."""
-        run_dir = Path(out) if out else default_run_dir(Path("runs"), config, kind)
-        check_new_run_dir(run_dir, force=force)
-        return run_dir
+        is refused unless ``force``: nas never overwrites a user's files. In a torchrun job rank 0
+        chooses (and checks) it and every rank gets the same name."""
+        from nas_core import distributed
+        from nas_core.config import resolve_device
+
+        distributed.init(resolve_device(config.device))
+        chosen: tuple[str, str | None] = ("", None)
+        try:
+            if not distributed.active() or _rank() == 0:
+                run_dir = Path(out) if out else default_run_dir(Path("runs"), config, kind)
+                check_new_run_dir(run_dir, force=force)
+                chosen = (str(run_dir), None)
+        except NasError as e:
+            chosen = ("", str(e))
+        path, error = distributed.broadcast(chosen)
+        if error is not None:
+            raise NasError(error)
+        return Path(path)
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank()
 
 
 def writable_parent(path: Path, what: str) -> Path:

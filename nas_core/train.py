@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from nas_core import checkpoint as ckpt
 from nas_core.components import build
-from nas_core.config import Component, Config, apply_threads, require, resolve_device
+from nas_core.config import Component, Config, apply_threads, require, resolve_device, sync_batchnorm
 from nas_core.context import RunContext
 from nas_core.data import build_task
 from nas_core.engine import Phase, evaluate
@@ -136,7 +136,8 @@ def prepare_training(registries: Registries, config: Config, genotype: Genotype)
     task.check_batch_size("train", config.train.batch_size, "train.batch_size")
     space: SearchSpace = build(registries.spaces, Component(config.space.name, config.network), SearchSpace)
     space.validate(genotype)
-    network = space.build_network(genotype, task.info).to(device)
+    network = sync_batchnorm(space.build_network(genotype, task.info), config.train.sync_batchnorm, device,
+                             "train.sync_batchnorm").to(device)
     sizes = measure(network, task.example_inputs(device))
     trainer: Trainer = build(registries.trainers, config.trainer, Trainer, network=network, task=task,
                              epochs=config.train.epochs)

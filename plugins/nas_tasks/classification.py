@@ -16,7 +16,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler, Subset
 
 from nas_core import ConfigError, Outcome, RunContext, Task, stream_seed
 from nas_tasks.image_datasets import LabelledImages
@@ -69,6 +69,23 @@ class DeviceLoader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
 
+class ShardedBatches:
+    """Rank ``rank``'s contiguous share of each batch of ``batches`` (all of it on one process);
+    empty shares of a short last evaluation batch are skipped."""
+
+    def __init__(self, batches: BatchSampler, rank: int, world: int):
+        self.batches, self.rank, self.world = batches, rank, world
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.batches:
+            part = batch[self.rank * len(batch) // self.world:(self.rank + 1) * len(batch) // self.world]
+            if part:
+                yield part
+
+
 def split(dataset: Dataset, portion: float, setting: str) -> tuple[Subset, Subset]:
     """The first ``portion`` of ``dataset`` and the rest, in file order (as the DARTS code splits)."""
     n = len(dataset)
@@ -111,9 +128,13 @@ class ClassificationTask(Task):
         # base seed from the global RNG, which would make training depend on when it evaluates
         generator = (torch.Generator().manual_seed(stream_seed(run.seed, run.epoch, stream, "evaluation"))
                      if evaluation else run.generator(stream))
-        sampler = None if evaluation else RandomSampler(dataset, generator=generator)
-        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=not evaluation,
-                            num_workers=self.options.workers, generator=generator,
+        if not evaluation and batch_size % run.world_size:
+            raise ConfigError(f"batch size {batch_size} does not split evenly over {run.world_size} processes")
+        sampler = SequentialSampler(dataset) if evaluation else RandomSampler(dataset, generator=generator)
+        # every rank draws the same global batches and keeps its share of each
+        batches = ShardedBatches(BatchSampler(sampler, batch_size, drop_last=not evaluation), run.rank,
+                                 run.world_size)
+        loader = DataLoader(dataset, batch_sampler=batches, num_workers=self.options.workers, generator=generator,
                             pin_memory=run.device.type == "cuda")
         return DeviceLoader(loader, run.device)
 

@@ -66,7 +66,8 @@ class SequenceTask(Task):
         inputs = x[:usable].view(cols, -1).t()  # [time, columns]
         targets = x[1:usable + 1].view(cols, -1).t()
         w = self.options.window
-        return [(stream, inputs[i:i + w].to(run.device), targets[i:i + w].to(run.device))
+        share = slice(run.rank * cols // run.world_size, (run.rank + 1) * cols // run.world_size)  # this rank's columns
+        return [(stream, inputs[i:i + w, share].to(run.device), targets[i:i + w, share].to(run.device))
                 for i in range(0, len(inputs) - w + 1, w)]
 
     def forward(self, model: Callable[..., Any], batch: Any, state: Any) -> Outcome:
