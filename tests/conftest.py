@@ -57,3 +57,19 @@ class StepRun:
 
     def reduce(self, tensors):
         return list(tensors)
+
+
+class Payload:
+    """Pickles as a call of ``function(argument)``: what a malicious checkpoint or tampered
+    dataset file would carry."""
+
+    def __init__(self, function, argument: str):
+        self.function, self.argument = function, argument
+
+    def __reduce__(self):
+        return self.function, (self.argument,)
+
+
+def os_system_payload(marker) -> Payload:
+    """A payload that creates ``marker`` if anything unpickles it (pickled as posix.system)."""
+    return Payload(os.system, f"touch '{marker}'")

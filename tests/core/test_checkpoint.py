@@ -13,22 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import Payload, os_system_payload
 from nas_core.checkpoint import FORMAT, _torch_reason, load_checkpoint, save_checkpoint
 from nas_core.errors import CheckpointError
 
 
-class Payload:
-    """Pickles as a call of ``function(argument)``: what a malicious checkpoint would hold."""
-
-    def __init__(self, function, argument: str):
-        self.function, self.argument = function, argument
-
-    def __reduce__(self):
-        return self.function, (self.argument,)
-
-
 def _os_system(marker: Path) -> Payload:
-    return Payload(os.system, f"touch '{marker}'")
+    return os_system_payload(marker)
 
 
 def _exec(marker: Path) -> Payload:

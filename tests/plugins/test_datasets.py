@@ -29,6 +29,7 @@ from cifar_files import (
     write_cifar100,
     write_py2_pickle,
 )
+from conftest import Payload, os_system_payload
 from nas_core import DataInfo, RunContext, Task, cli
 from nas_core.components import build
 from nas_core.config import Layer, load_yaml_file, resolve
@@ -264,18 +265,8 @@ def test_cifar_official_format_loads_with_checksums(name, c10, c100, monkeypatch
 # tampered files: the restricted unpickler
 # ---------------------------------------------------------------------------------------------
 
-class Payload:
-    """Pickles as a call of ``function(argument)``: what a tampered CIFAR file would carry."""
-
-    def __init__(self, function, argument: str):
-        self.function, self.argument = function, argument
-
-    def __reduce__(self):
-        return self.function, (self.argument,)
-
-
 def _os_system(marker: Path) -> Payload:
-    return Payload(os.system, f"touch '{marker}'")  # pickled as posix.system
+    return os_system_payload(marker)
 
 
 def _exec(marker: Path) -> Payload:
