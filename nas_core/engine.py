@@ -104,7 +104,7 @@ def run_phase(phase: Phase, run: RunContext, *, resume: bool = False, progress: 
             metrics = run_steps(phase, run, progress)
             metrics.update(phase.end_epoch(run, metrics))
             metrics.update(run.epoch_metrics)
-            stopped = pm.hook.nas_should_stop(run=run, epoch=epoch, metrics=metrics)
+            stopped = distributed.broadcast(pm.hook.nas_should_stop(run=run, epoch=epoch, metrics=metrics))
             run.wall_time_s, run.epochs_done = base_time + time.monotonic() - started, epoch + 1
             if stopped is not None or epoch + 1 == run.epochs:
                 metrics.update(phase.final(run))
@@ -127,12 +127,16 @@ def run_phase(phase: Phase, run: RunContext, *, resume: bool = False, progress: 
             epoch += 1
         result = phase.finish(run)
     except BaseException as e:
-        pm.hook.nas_run_end(run=run, genotype=run.genotype, error=e)
+        error: BaseException | None = e
         raise
+    else:
+        error = None
     finally:
-        for name in registered:
-            pm.unregister(name=name)
-    pm.hook.nas_run_end(run=run, genotype=run.genotype, error=None)
+        try:  # components registered for the run hear its end too
+            pm.hook.nas_run_end(run=run, genotype=run.genotype, error=error)
+        finally:
+            for name in registered:
+                pm.unregister(name=name)
     return result
 
 
