@@ -85,20 +85,33 @@ class DartsOptimizer(BilevelOptimizer):
             out = self._forward(self.weights, self.relax.weights(sample), val_batch, val_state)
             return out, reduce(_grad(out.loss, self.alphas))
         xi = self.xi
-        w_virtual = [w.requires_grad_(True) for w in self.virtual_step(train_batch, xi, train_state, sample, reduce)]
+        coef: list[Tensor] = []
+        w_virtual = [w.requires_grad_(True)
+                     for w in self.virtual_step(train_batch, xi, train_state, sample, reduce, clip_coef=coef)]
         out = self._forward(w_virtual, self.relax.weights(sample), val_batch, val_state)
         grads = _grad(out.loss, [*self.alphas, *w_virtual])
         d_alpha, d_w = grads[:len(self.alphas)], reduce(grads[len(self.alphas):])
         hvp = self.hessian_vector_product(d_w, train_batch, train_state, sample)
+        if coef:  # w' moved by the clipped gradient: its derivative in alpha scales alike (coef held constant)
+            hvp = [h * coef[0] for h in hvp]
         # the finite difference is linear in its two gradients: averaging the result averages both
         return out, reduce([da - xi * h for da, h in zip(d_alpha, hvp)])
 
     def virtual_step(self, batch: Any, xi: float, state: Any = None, sample: Any = None,
-                     reduce: Reduce = list) -> list[Tensor]:
-        """The weights one SGD step ahead (momentum and weight decay included), as new tensors."""
+                     reduce: Reduce = list, clip_coef: list[Tensor] | None = None) -> list[Tensor]:
+        """The weights one SGD step ahead (momentum and weight decay included), as new tensors.
+        With ``clip_virtual_step`` the gradient is clipped to ``grad_clip`` first, as the weight
+        step clips it; the factor applied is appended to ``clip_coef``."""
         with torch.no_grad():
             mix = self.relax.weights(sample)
         grads = reduce(_grad(self._forward(self.weights, mix, batch, state).loss, self.weights))
+        if self.opts.clip_virtual_step and self.opts.grad_clip > 0:
+            with torch.no_grad():
+                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                coef = (self.opts.grad_clip / (norm + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_
+                grads = [g * coef for g in grads]
+            if clip_coef is not None:
+                clip_coef.append(coef)
         out = []
         with torch.no_grad():
             for w, g in zip(self.weights, grads):

@@ -39,6 +39,43 @@ class DartsCnnOptions:
     drop_path: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0), attrs.validators.lt(1)])
 
 
+RNN_OPS: tuple[str, ...] = ("none", "tanh", "relu", "sigmoid", "identity")  # the public code's PRIMITIVES order
+
+
+def _check_rnn_ops(_: object, attribute: attrs.Attribute, ops: tuple[str, ...]) -> None:
+    unknown = [o for o in ops if o not in RNN_OPS]
+    if unknown:
+        raise ValueError(f"space.ops: unknown ops {unknown}; valid ops: {', '.join(RNN_OPS)}")
+    if not [o for o in ops if o != "none"] or len(set(ops)) != len(ops):
+        raise ValueError("space.ops: needs distinct ops, at least one of them not 'none'")
+
+
+def _dropout(_: object, attribute: attrs.Attribute, value: float) -> None:
+    if not 0 <= value < 1:
+        raise ValueError(f"{attribute.name} must be in [0, 1), got {value}")
+
+
+@attrs.frozen
+class DartsRnnOptions:
+    """The DARTS recurrent cell and its language model (DARTS.md section 9). The ``space`` section
+    holds the search network's options, ``network`` the evaluation network's (same keys)."""
+
+    emb: int = attrs.field(default=300, validator=attrs.validators.ge(1))  # embedding size (ninp)
+    hid: int = attrs.field(default=300, validator=attrs.validators.ge(1))  # hidden size (nhid); must equal emb (tied)
+    nodes: int = attrs.field(default=8, validator=attrs.validators.ge(1))  # intermediate nodes per cell
+    ops: tuple[str, ...] = attrs.field(default=RNN_OPS, validator=_check_rnn_ops)
+    dropout: float = attrs.field(default=0.75, validator=_dropout)  # on the cell's output (locked, per sequence)
+    dropouth: float = attrs.field(default=0.25, validator=_dropout)  # on the hidden nodes' inputs (per sequence)
+    dropoutx: float = attrs.field(default=0.75, validator=_dropout)  # on the cell's input x_t (per sequence)
+    dropouti: float = attrs.field(default=0.2, validator=_dropout)  # on the embedded input (locked)
+    dropoute: float = attrs.field(default=0.0, validator=_dropout)  # whole words of the embedding (eval: 0.1)
+    init_range: float = attrs.field(default=0.04, validator=attrs.validators.gt(0))  # weights ~ U(-r, r)
+
+    def __attrs_post_init__(self) -> None:
+        if self.emb != self.hid:
+            raise ValueError(f"emb ({self.emb}) must equal hid ({self.hid}): the decoder is tied to the embedding")
+
+
 @attrs.frozen
 class DartsOptions:
     w_lr: float = attrs.field(default=0.025, validator=attrs.validators.gt(0))
@@ -52,6 +89,9 @@ class DartsOptions:
     # virtual step size; None: the current weight lr (darts_2nd only)
     xi: float | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
     fd_eps: float = attrs.field(default=0.01, validator=attrs.validators.gt(0))  # the step is fd_eps / ||grad_w' L_val||
+    # darts_2nd: clip the virtual step's gradient to grad_clip as the weight step does, so w' is the
+    # clipped SGD iterate (the public RNN code does; at its lr of 20 an unclipped w' lands far away)
+    clip_virtual_step: bool = False
 
 
 @attrs.frozen

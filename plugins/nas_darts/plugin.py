@@ -8,7 +8,7 @@ from importlib import resources
 import yaml
 
 from nas_core import Genotype, hookimpl, lazy
-from nas_darts.options import DartsCnnOptions, DartsOptions, SoftmaxOptions, TopKOptions
+from nas_darts.options import DartsCnnOptions, DartsOptions, DartsRnnOptions, SoftmaxOptions, TopKOptions
 
 # Factories are imported on first use (lazy), so that `nas list` and `nas --help` load no torch.
 
@@ -17,6 +17,8 @@ from nas_darts.options import DartsCnnOptions, DartsOptions, SoftmaxOptions, Top
 def nas_register_spaces(register: Callable[..., None]) -> None:
     register("darts_cnn", lazy("nas_darts.cnn_space:DartsCnnSpace"), options=DartsCnnOptions,
              doc="DARTS CNN cells: 8 candidate ops, 2 inputs, 4 nodes, reduction cells at 1/3 and 2/3.")
+    register("darts_rnn", lazy("nas_darts.rnn_space:DartsRnnSpace"), options=DartsRnnOptions,
+             doc="DARTS recurrent cells: 5 ops, 8 nodes, k=1, highway nodes; a tied-embedding language model.")
 
 
 @hookimpl
@@ -52,6 +54,8 @@ def nas_register_genotypes(register: Callable[..., None]) -> None:
 @hookimpl
 def nas_register_presets(register: Callable[..., None]) -> None:
     for name, doc in (("demo", "small CPU search and training on the embedded digits set"),
-                      ("paper", "the DARTS paper's CIFAR-10 search and evaluation settings")):
+                      ("paper", "the DARTS paper's CIFAR-10 search and evaluation settings"),
+                      ("rnn_demo", "small CPU search and training of a recurrent cell on the embedded pydoc_topics text"),
+                      ("rnn_paper", "the DARTS paper's PTB recurrent-cell search and evaluation settings")):
         text = resources.files("nas_darts").joinpath("presets", f"{name}.yaml").read_text()
         register(name, yaml.safe_load(text), doc=doc, default=name == "demo")

@@ -48,3 +48,35 @@ class SgdOptions:
     momentum: float = attrs.field(default=0.9, validator=attrs.validators.ge(0))
     weight_decay: float = attrs.field(default=3e-4, validator=attrs.validators.ge(0))
     grad_clip: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))  # max L2 norm of the gradient (0: off)
+
+
+@attrs.frozen
+class LanguageModelOptions:
+    bptt: int = attrs.field(default=35, validator=attrs.validators.ge(1))  # the nominal window (time steps)
+    eval_batch_size: int = attrs.field(default=10, validator=attrs.validators.ge(1))  # columns when evaluating
+    # training windows vary in length as in the public code (fixed bptt when false)
+    variable_bptt: bool = True
+    max_seq_len_delta: int = attrs.field(default=20, validator=attrs.validators.ge(0))  # cap: bptt + this (training)
+    tar_beta: float = attrs.field(default=1e-3, validator=attrs.validators.ge(0))  # temporal activation regularisation
+    ar_alpha: float = attrs.field(default=0.0, validator=attrs.validators.ge(0))  # activation regularisation
+
+
+@attrs.frozen
+class TextFolderOptions:
+    folder: str = ""  # the folder under --data-root holding train.txt, valid.txt, test.txt ("": --data-root itself)
+
+
+@attrs.frozen
+class PydocTopicsOptions:
+    min_count: int = attrs.field(default=2, validator=attrs.validators.ge(1))  # rarer training words become <unk>
+
+
+@attrs.frozen
+class NtAsgdOptions:
+    lr: float = attrs.field(default=20.0, validator=attrs.validators.gt(0))
+    weight_decay: float = attrs.field(default=8e-7, validator=attrs.validators.ge(0))
+    grad_clip: float = attrs.field(default=0.25, validator=attrs.validators.ge(0))  # max L2 norm of the gradient (0: off)
+    # switch to averaged SGD when the validation loss is worse than the best of the epochs before the last nonmono
+    nonmono: int = attrs.field(default=5, validator=attrs.validators.ge(0))
+    # scale each step's lr by its window length / bptt, as the public code does (windows that say so)
+    scale_lr_by_window: bool = True

@@ -29,6 +29,19 @@ CIFAR100 = {
     "train": {"epochs": 600, "batch_size": 96},
 }
 
+# DARTS.md sections 6, 8 and 9: PTB -> WikiText-2, the same cell in the rnn_paper evaluation
+# network and schedule (a new vocabulary: the embedding follows the target's)
+WIKITEXT2 = {
+    "dataset": {"name": "wikitext2"},
+    "task": {"name": "language_model", "bptt": 35, "eval_batch_size": 10, "variable_bptt": True,
+             "max_seq_len_delta": 20, "tar_beta": 1.0e-3, "ar_alpha": 0.0},
+    "space": {"name": "darts_rnn"},
+    "network": {"emb": 850, "hid": 850, "dropout": 0.75, "dropouth": 0.25, "dropoutx": 0.75, "dropouti": 0.2,
+                "dropoute": 0.1, "init_range": 0.04},
+    "trainer": {"name": "nt_asgd", "lr": 20.0, "weight_decay": 8.0e-7, "grad_clip": 0.25, "nonmono": 5},
+    "train": {"epochs": 8000, "batch_size": 64},
+}
+
 
 def restacked(layer: Mapping[str, Any]) -> Callable[[None], Any]:
     """A factory of the evaluator that trains the cell in the network and schedule of ``layer``."""
@@ -49,3 +62,5 @@ def nas_register_evaluators(register: Callable[..., None]) -> None:
              doc="CIFAR cell -> ImageNet-style network: 14 cells, C=48, reducing stem, label smoothing 0.1")
     register("cifar100", restacked(CIFAR100),
              doc="CIFAR-10 cell -> CIFAR-100: the paper's 20-cell, C=36 evaluation network")
+    register("wikitext2", restacked(WIKITEXT2),
+             doc="PTB recurrent cell -> WikiText-2: emb = hid = 850, NT-ASGD, the rnn_paper evaluation settings")
