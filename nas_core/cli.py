@@ -121,6 +121,9 @@ def main(argv: Sequence[str] | None = None, *, plugins: Iterable[object] = (), a
     except Terminated:
         print("nas: terminated (SIGTERM)", file=sys.stderr)
         return 143
+    except BrokenPipeError:  # `nas list | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("nas: interrupted", file=sys.stderr)
         return 130

@@ -78,7 +78,7 @@ def train(args: argparse.Namespace, toolkit: Toolkit) -> int:
         phase = load_checkpoint(run_dir / CHECKPOINT_FILE).get("phase", "train")
     else:
         genotype = _genotype_arg(toolkit, args)
-        config = toolkit.config_from_args(args)
+        config = toolkit.config_from_args(args, default_preset=_preset_for(toolkit, args))
         run_dir, phase = toolkit.new_run_dir(args.out, config, "train", force=args.force), "train"
     return _train(args, toolkit, config, genotype, run_dir, phase)
 
@@ -93,7 +93,8 @@ def transfer(args: argparse.Namespace, toolkit: Toolkit) -> int:
     evaluator = build(registries.evaluators, Component(args.target, entry.options() if entry.options else None),
                       Evaluator)
     genotype = _genotype_arg(toolkit, args)
-    config = toolkit.config_from_args(args, [Layer(evaluator.config_layer(), f"target {args.target!r}", strict=False)])
+    config = toolkit.config_from_args(args, [Layer(evaluator.config_layer(), f"target {args.target!r}", strict=False)],
+                                      default_preset=_preset_for(toolkit, args))
     run_dir = toolkit.new_run_dir(args.out, config, f"transfer-{args.target}", force=args.force)
     return _train(args, toolkit, config, genotype, run_dir, "transfer")
 
@@ -157,6 +158,13 @@ def show(args: argparse.Namespace, toolkit: Toolkit) -> int:
         print("PNG and SVG need Graphviz's `dot` program (Debian/Ubuntu: apt-get install graphviz; "
               "macOS: brew install graphviz)")
     return 0
+
+
+def _preset_for(toolkit: Toolkit, args: argparse.Namespace) -> str | None:
+    """Without --preset or --space, the preset of the space the genotype was found in."""
+    if args.preset or args.space:
+        return None
+    return toolkit.registries.preset_for_space(_genotype_space(toolkit, args.genotype))
 
 
 def _genotype_space(toolkit: Toolkit, source: str) -> str | None:

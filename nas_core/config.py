@@ -96,6 +96,10 @@ class Config:
     def train(self) -> TrainSettings:
         return self.settings["train"]
 
+    def layout(self) -> dict[str, Any]:
+        """The fully resolved config in the YAML layout (what a run's ``config.yaml`` holds)."""
+        return to_dict(self)
+
 
 # section -> registry attribute
 COMPONENTS = {"task": "tasks", "dataset": "datasets", "space": "spaces", "relaxation": "relaxations",

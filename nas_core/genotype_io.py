@@ -85,7 +85,11 @@ def parse_darts_text(text: str) -> ParsedText:
         if kw.arg in values:
             raise GenotypeError(f"genotype text: {kw.arg!r} given twice")
         values[kw.arg] = kw.value
-    cells = [k for k in values if not k.endswith("_concat")]
+    cells = [k for k in values if not k.endswith("_concat") and k != "concat"]
+    if "concat" in values:  # the DARTS recurrent form: Genotype(recurrent=[...], concat=range(1, 9))
+        if len(cells) != 1 or f"{cells[0]}_concat" in values:
+            raise GenotypeError("genotype text: a bare 'concat' needs exactly one cell without its own <cell>_concat")
+        values[f"{cells[0]}_concat"] = values.pop("concat")
     stray = [k for k in values if k.endswith("_concat") and k[: -len("_concat")] not in values]
     if stray:
         raise GenotypeError(f"genotype text: {stray[0]!r} has no cell {stray[0][:-len('_concat')]!r}")
@@ -118,14 +122,16 @@ def _group(name: str, pairs: list[tuple[str, int]], concat: tuple[int, ...]) -> 
 
 
 def format_darts_text(genotype: Genotype, concat_as_range: dict[str, bool] | None = None) -> str:
-    """The DARTS text form; concat as ``range(a, b)`` where contiguous unless told otherwise."""
+    """The DARTS text form; concat as ``range(a, b)`` where contiguous unless told otherwise. A
+    genotype of one cell is written as the DARTS code writes its recurrent cells: ``concat=``."""
     parts = []
+    bare = len(genotype.cells) == 1
     for name, cell in genotype.cells.items():
         flat = ", ".join(f"({op!r}, {src})" for node in cell.nodes for op, src in node)
         contiguous = cell.concat == tuple(range(cell.concat[0], cell.concat[-1] + 1)) if cell.concat else False
         as_range = contiguous if concat_as_range is None else concat_as_range.get(name, contiguous) and contiguous
         concat = f"range({cell.concat[0]}, {cell.concat[-1] + 1})" if as_range else repr(list(cell.concat))
-        parts.append(f"{name}=[{flat}], {name}_concat={concat}")
+        parts.append(f"{name}=[{flat}], {'' if bare else name + '_'}concat={concat}")
     return f"Genotype({', '.join(parts)})"
 
 

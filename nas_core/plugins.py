@@ -75,6 +75,16 @@ class Registries:
     settings: dict[str, Section]  # config sections: the core's search and train, and plugins'
     commands: dict[str, Command]
 
+    def preset_for_space(self, space: str | None) -> str | None:
+        """The default preset when it uses ``space``, else the first registered preset that does
+        (``nas train --genotype darts_rnn`` needs the RNN space's settings, not the CNN demo's)."""
+        default = self.default_preset()
+        for name in ([default] if default else []) + list(self.presets):
+            section = self.presets[name].mapping.get("space")
+            if space is not None and isinstance(section, dict) and section.get("name") == space:
+                return name
+        return default
+
     def default_preset(self) -> str | None:
         """The preset a plugin marked as default, if exactly one did."""
         defaults = sorted(n for n, p in self.presets.items() if p.default)

@@ -57,8 +57,10 @@ class Toolkit:
         parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
         parser.add_argument("--threads", type=int, help="CPU threads (default: torch's; recorded in config.yaml)")
 
-    def config_from_args(self, args: argparse.Namespace, extra: Sequence[Layer] = ()) -> Config:
-        """Preset < ``extra`` layers < --config files < flags < --set."""
+    def config_from_args(self, args: argparse.Namespace, extra: Sequence[Layer] = (),
+                         default_preset: str | None = None) -> Config:
+        """Preset (``--preset``, else ``default_preset``, else the registered default) < ``extra``
+        layers < --config files < flags < --set."""
         layers = list(extra)
         layers += [Layer(load_yaml_file(path), f"config file {path}") for path in args.config]
         flags: dict[str, Any] = {k: {"name": getattr(args, k)} for k in NAME_FLAGS if getattr(args, k, None)}
@@ -67,7 +69,7 @@ class Toolkit:
                 flags[key] = getattr(args, key)
         layers.append(Layer(flags, "command line"))
         layers.append(Layer(parse_set(args.set), "--set"))
-        preset = args.preset or self.registries.default_preset()
+        preset = args.preset or default_preset or self.registries.default_preset()
         return resolve(self.registries, layers, preset=preset)
 
     def saved_config(self, run_dir: Path, device: str | None = None) -> Config:

@@ -66,6 +66,7 @@ class TrainPhase(Phase):
         self.settings = config.train
         self.max_steps_per_epoch = self.settings.max_steps_per_epoch
         self.results: dict[str, Any] | None = None
+        self.valid: dict[str, float] = {}  # the last validation metrics, what selection reads
 
     def describe(self) -> str:
         c = self.config
@@ -92,6 +93,7 @@ class TrainPhase(Phase):
         every, last = self.settings.eval_every, run.epoch + 1 == run.epochs
         if "valid" in self.task.streams("train") and (last or (every and (run.epoch + 1) % every == 0)):
             out.update(self.evaluate("valid", run))
+            self.valid = {k: v for k, v in out.items() if k.startswith("valid_")}
         out.update(self.trainer.end_epoch(run, {**metrics, **out}))
         return out
 
@@ -106,7 +108,7 @@ class TrainPhase(Phase):
 
     def final(self, run: RunContext) -> dict[str, float]:
         test = self.evaluate("test", run)
-        self.results = {**test, **self.sizes, "epochs": run.epochs_done, "dataset": self.config.dataset.name,
+        self.results = {**self.valid, **test, **self.sizes, "epochs": run.epochs_done, "dataset": self.config.dataset.name,
                         "space": self.config.space.name, "task": self.config.task.name,
                         "wall_time_s": run.wall_time_s, "device": run.device_name}
         return test

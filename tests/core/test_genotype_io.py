@@ -16,7 +16,7 @@ V2_TEXT = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_con
            "('max_pool_3x3', 1), ('max_pool_3x3', 0), ('skip_connect', 2), ('skip_connect', 2), ('max_pool_3x3', 1)], "
            "reduce_concat=[2, 3, 4, 5])")
 RNN_TEXT = ("Genotype(recurrent=[('sigmoid', 0), ('relu', 1), ('relu', 1), ('identity', 1), ('tanh', 2), "
-            "('sigmoid', 5), ('tanh', 3), ('relu', 5)], recurrent_concat=range(1, 9))")
+            "('sigmoid', 5), ('tanh', 3), ('relu', 5)], concat=range(1, 9))")
 
 
 def test_text_round_trip_is_identical_and_matches_the_registered_cell(registries):
@@ -89,3 +89,14 @@ def test_load_genotype_from_file_run_dir_and_name(tmp_path, registries):
         load_genotype(str(tmp_path / "bad.txt"), registries.genotypes)
     with pytest.raises(GenotypeError, match="has no genotype.json"):
         load_genotype(str(tmp_path), registries.genotypes)
+
+
+def test_the_darts_recurrent_text_form_reads_and_writes_with_a_bare_concat(registries):
+    rnn = registries.genotypes["darts_rnn"][0]
+    text = format_darts_text(rnn)
+    assert text.startswith("Genotype(recurrent=[('sigmoid', 0), ") and text.endswith(", concat=range(1, 9))")
+    assert parse_darts_text(text).genotype == rnn
+    ours = text.replace(", concat=", ", recurrent_concat=")
+    assert parse_darts_text(ours).genotype == rnn  # our own cell-named form too
+    with pytest.raises(GenotypeError, match="bare 'concat' needs exactly one cell"):
+        parse_darts_text("Genotype(normal=[('a', 0)], reduce=[('a', 0)], concat=[1])")
