@@ -117,16 +117,18 @@ class LanguageModelTask(Task):
     def loader(self, stream: str, *, batch_size: int, run: RunContext, evaluation: bool = False) -> Windows:
         o = self.options
         if evaluation:
-            data = self.columns(stream, o.eval_batch_size)
+            data = _share(self.columns(stream, o.eval_batch_size), run)
             spans = [(i, min(o.bptt, len(data) - 1 - i)) for i in range(0, len(data) - 1, o.bptt)]
-            return Windows(data, spans, o.bptt, run.device)
+            return Windows(data, spans if data.shape[1] else [], o.bptt, run.device)
+        if batch_size % run.world_size:
+            raise ConfigError(f"batch size {batch_size} does not split evenly over {run.world_size} processes")
         data = self.columns(stream, batch_size)
         if stream == "arch":  # paired with the weight windows: same offsets, modulo the validation rows
             train_rows = len(self.columns("weights", batch_size))
             wrap = len(data) - 1
             spans = [(i % wrap, min(o.bptt, wrap - i % wrap)) for i, _ in self.plan(train_rows, run, True)]
-            return Windows(data, spans, o.bptt, run.device)
-        return Windows(data, self.plan(len(data), run, stream == "weights"), o.bptt, run.device)
+            return Windows(_share(data, run), spans, o.bptt, run.device)
+        return Windows(_share(data, run), self.plan(len(data), run, stream == "weights"), o.bptt, run.device)
 
     def check_batch_size(self, phase: str, batch_size: int, key: str) -> None:
         """Every stream must fill two rows of its columns; a training window must fit its text."""
@@ -169,3 +171,10 @@ class LanguageModelTask(Task):
     def example_inputs(self, device: torch.device) -> tuple[Tensor, None]:
         """One token (batch 1) and no hidden state: parameters, and multiply-adds per token."""
         return (torch.zeros(1, 1, dtype=torch.long, device=device), None)
+
+
+def _share(data: Tensor, run: RunContext) -> Tensor:
+    """This rank's contiguous share of the columns (all of them on one process): every rank reads
+    the same windows of its own columns, as a torchrun job splits the global batch."""
+    columns = data.shape[1]
+    return data[:, run.rank * columns // run.world_size:(run.rank + 1) * columns // run.world_size]

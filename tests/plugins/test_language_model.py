@@ -34,8 +34,9 @@ def write_corpus(root: Path, valid: list[str] | None = None, test: list[str] | N
 
 
 class FakeRun:
-    def __init__(self, seed: int = 0, epoch: int = 0):
+    def __init__(self, seed: int = 0, epoch: int = 0, rank: int = 0, world_size: int = 1):
         self.seed, self.epoch, self.device, self._gens = seed, epoch, torch.device("cpu"), {}
+        self.rank, self.world_size = rank, world_size
 
     def generator(self, stream: str) -> torch.Generator:
         from nas_core import stream_seed
@@ -258,3 +259,17 @@ def test_train_a_registered_recurrent_cell_without_a_preset_uses_the_rnn_setting
     assert cli.main(["train", "--genotype", "darts_rnn", *small, "--set", "train.epochs=1", "--out", str(run)]) == 0
     config = (run / "config.yaml").read_text()
     assert "name: darts_rnn" in config and "name: language_model" in config and "name: nt_asgd" in config
+
+
+def test_each_rank_reads_its_columns_of_the_same_windows():
+    task = toy_task(bptt=10, eval_batch_size=3)
+    for stream, evaluation in (("weights", False), ("arch", False), ("valid", True)):
+        whole = task.loader(stream, batch_size=4, run=FakeRun(), evaluation=evaluation)
+        shares = [task.loader(stream, batch_size=4, run=FakeRun(rank=r, world_size=2), evaluation=evaluation)
+                  for r in (0, 1)]
+        assert all(share.spans == whole.spans for share in shares)  # the same windows on every rank
+        for full, *parts in zip(whole, *shares):
+            assert torch.equal(torch.cat([p.inputs for p in parts], 1), full.inputs)
+            assert torch.equal(torch.cat([p.targets for p in parts], 1), full.targets)
+    with pytest.raises(ConfigError, match="does not split evenly over 3 processes"):
+        task.loader("weights", batch_size=4, run=FakeRun(rank=0, world_size=3))
