@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from nas_core import RunContext, StepResult, Task, Trainer
+from nas_tasks.gradients import store_gradients
 from nas_tasks.options import NtAsgdOptions
 
 
@@ -46,10 +47,7 @@ class NtAsgdTrainer(Trainer):
 
     def step(self, batch: Any, state: Mapping[str, Any], run: RunContext) -> StepResult:
         out = self.task.forward(self.network, batch, state.get("train"))
-        grads = torch.autograd.grad(out.loss, self.params, allow_unused=True)
-        used = [(p, g) for p, g in zip(self.params, grads) if g is not None]
-        for (p, _), g in zip(used, run.reduce([g for _, g in used])):
-            p.grad = g
+        store_gradients(out.loss, self.params, run)
         if self.opts.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.params, self.opts.grad_clip)
         group = self.optimizer.param_groups[0]
