@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from nas_core.errors import CheckpointError
-from nas_core.files import write_bytes_atomic, write_text_atomic  # noqa: F401 (re-exported for the engines)
+from nas_core.files import write_bytes_atomic
 
 FORMAT = "nas-checkpoint-1"
 

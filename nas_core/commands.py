@@ -17,8 +17,8 @@ from nas_core.errors import ConfigError, NasError
 from nas_core.genotype import Genotype
 from nas_core.genotype_io import format_darts_text, load_genotype
 from nas_core.plugins import REGISTRATION_HOOKS, distribution_of
-from nas_core.run import CONFIG_FILE, GENOTYPE_FILE, RESULTS_FILE
-from nas_core.toolkit import CHECKPOINT_FILE, CONFIG_FLAGS, Toolkit, check_resume_flags, writable_parent
+from nas_core.run import CHECKPOINT_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULTS_FILE
+from nas_core.toolkit import CONFIG_FLAGS, Toolkit, check_resume_flags, writable_parent
 
 log = logging.getLogger("nas")
 

@@ -20,10 +20,10 @@ from nas_core.config import to_dict
 from nas_core.context import RunContext
 from nas_core.errors import DataError
 from nas_core.interfaces import StepResult, Task
+from nas_core.run import CHECKPOINT_FILE
 
 log = logging.getLogger("nas")
 
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 class Phase:

@@ -9,6 +9,7 @@ from pathlib import Path
 from nas_core.config import Config
 
 CONFIG_FILE = "config.yaml"
+CHECKPOINT_FILE = "checkpoint.pt"
 GENOTYPE_FILE = "genotype.json"
 LOG_FILE = "log.txt"
 RESULTS_FILE = "results.json"

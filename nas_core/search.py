@@ -4,7 +4,6 @@ discretizer's genotype every epoch."""
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,6 +16,7 @@ from nas_core.config import Config, apply_threads, require, resolve_device, sync
 from nas_core.context import RunContext
 from nas_core.data import build_task
 from nas_core.engine import Phase, evaluate
+from nas_core.files import write_text_atomic
 from nas_core.errors import PluginError
 from nas_core.genotype import Genotype
 from nas_core.interfaces import (ArchSpec, BilevelOptimizer, Discretizer, Relaxation, SearchSpace, StepResult,
@@ -24,7 +24,6 @@ from nas_core.interfaces import (ArchSpec, BilevelOptimizer, Discretizer, Relaxa
 from nas_core.plugins import Registries
 from nas_core.run import GENOTYPE_FILE, RESULTS_FILE
 
-log = logging.getLogger("nas")
 
 SEARCH_KINDS = ("task", "dataset", "space", "relaxation", "optimizer", "discretizer")
 
@@ -79,8 +78,8 @@ class SearchPhase(Phase):
         if run.is_writer:
             (run.dir / "genotypes").mkdir(exist_ok=True)
             text = genotype.to_json()
-            ckpt.write_text_atomic(run.dir / "genotypes" / f"epoch_{run.epoch + 1:03d}.json", text)
-            ckpt.write_text_atomic(run.dir / GENOTYPE_FILE, text)
+            write_text_atomic(run.dir / "genotypes" / f"epoch_{run.epoch + 1:03d}.json", text)
+            write_text_atomic(run.dir / GENOTYPE_FILE, text)
         return out
 
     def evaluate(self, run: RunContext) -> dict[str, float]:
@@ -112,7 +111,7 @@ class SearchPhase(Phase):
                        "epochs": run.epochs_done, "wall_time_s": run.wall_time_s,
                        "device": run.device_name, "space": c.space.name, "optimizer": c.optimizer.name,
                        "dataset": c.dataset.name, "task": c.task.name, "seed": c.seed}
-            ckpt.write_text_atomic(run.dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+            write_text_atomic(run.dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
         return self.genotype
 
 

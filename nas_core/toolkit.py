@@ -21,12 +21,11 @@ from nas_core.context import RunContext
 from nas_core.errors import ConfigError, NasError
 from nas_core.genotype import Genotype
 from nas_core.plugins import Registries, collect_registries, make_plugin_manager
-from nas_core.run import CONFIG_FILE, GENOTYPE_FILE, attach_log_file, default_run_dir
+from nas_core.run import CHECKPOINT_FILE, CONFIG_FILE, GENOTYPE_FILE, attach_log_file, default_run_dir
 
 log = logging.getLogger("nas")
 
 NAME_FLAGS = ("task", "dataset", "space", "relaxation", "optimizer", "trainer", "discretizer")
-CHECKPOINT_FILE = "checkpoint.pt"
 
 
 @attrs.define
@@ -157,7 +156,7 @@ class Toolkit:
         distributed.init(resolve_device(config.device))
         chosen: tuple[str, str | None] = ("", None)
         try:
-            if not distributed.active() or _rank() == 0:
+            if distributed.is_main():
                 run_dir = Path(out) if out else default_run_dir(Path("runs"), config, kind)
                 check_new_run_dir(run_dir, force=force)
                 chosen = (str(run_dir), None)
@@ -167,12 +166,6 @@ class Toolkit:
         if error is not None:
             raise NasError(error)
         return Path(path)
-
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank()
 
 
 def writable_parent(path: Path, what: str) -> Path:

@@ -18,6 +18,7 @@ from nas_core.config import Component, Config, apply_threads, require, resolve_d
 from nas_core.context import RunContext
 from nas_core.data import build_task
 from nas_core.engine import Phase, evaluate
+from nas_core.files import write_text_atomic
 from nas_core.genotype import Genotype
 from nas_core.interfaces import SearchSpace, StepResult, Task, Trainer
 from nas_core.plugins import Registries
@@ -123,7 +124,7 @@ class TrainPhase(Phase):
         if self.results is None:  # resumed a checkpoint written before the last epoch's test
             self.final(run)
         if run.is_writer:
-            ckpt.write_text_atomic(run.dir / RESULTS_FILE, json.dumps(self.results, indent=2) + "\n")
+            write_text_atomic(run.dir / RESULTS_FILE, json.dumps(self.results, indent=2) + "\n")
         return self.results
 
 

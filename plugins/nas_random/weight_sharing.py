@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from nas_core import (ArchSpec, BilevelOptimizer, Discretizer, Genotype, MixingWeights, Relaxation, RunContext,
                       StepResult, Supernet, Task, evaluate)

@@ -5,7 +5,6 @@ weights_only=False; a malicious pickle runs nothing."""
 from __future__ import annotations
 
 import builtins
-import os
 import re
 import zipfile
 from pathlib import Path

@@ -12,7 +12,6 @@ import torch
 
 from nas_core import ConfigError, DataError, cli, hookimpl
 from nas_core.checkpoint import load_checkpoint
-from nas_core.context import RunContext
 from nas_tasks.language_model import LanguageModelTask, batchify
 from nas_tasks.options import LanguageModelOptions, PydocTopicsOptions, TextFolderOptions
 from nas_tasks.text_datasets import EOS, UNK, TokenCorpus, ptb, pydoc_topics, wikitext2

@@ -14,7 +14,6 @@ import torch
 from nas_core import Genotype, Toolkit, cli
 from nas_darts.cnn_space import DartsCnnSpace
 from nas_darts.options import DartsCnnOptions
-from nas_random import commands
 from nas_random.options import UniformPathOptions, WsSelectOptions
 from nas_random.protocol import select_best, train_run
 from nas_random.sampler import node_sources, sample_candidate, sample_genotype
