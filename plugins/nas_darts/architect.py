@@ -6,6 +6,12 @@ w' = w - xi * (momentum * buf + grad_w L_train(w, alpha) + wd * w), i.e. exactly
 SGD iterate. The Hessian-vector product is a central finite difference in w. w' and w +- eps*v
 live in plain tensors passed through ``torch.func.functional_call``: no copy of the network.
 
+Options that reproduce the public RNN code (Liu et al.'s ``rnn/architect.py``; docs/architecture.md):
+a training batch's ``lr_scale`` (a language-model window's length / bptt) scales the weight step's
+lr and xi (``scale_lr_by_window``); the virtual step's gradient and the finite difference's
+direction are clipped to ``grad_clip`` (``clip_virtual_step``, ``clip_hessian_vector``); tied
+weights can stay at w in the virtual step (``step_tied_weights=False``).
+
 Every forward goes through the task (its loss, its carried state), so the same optimizer
 searches image and language-model spaces. Gradients pass through ``run.reduce`` where a
 data-parallel run must agree on them: the virtual step's, the finite-difference direction, the
@@ -35,6 +41,8 @@ class DartsOptimizer(BilevelOptimizer):
         self.second_order = second_order
         self.names = [n for n, _ in supernet.named_parameters()]
         self.weights = [p for _, p in supernet.named_parameters()]
+        tied = tied_parameters(supernet)
+        self.held = [not options.step_tied_weights and n in tied for n in self.names]  # w' = w for these
         self.alphas = list(relaxation.parameters())
         self.w_opt = torch.optim.SGD(self.weights, lr=options.w_lr, momentum=options.w_momentum,
                                      weight_decay=options.w_weight_decay)
@@ -66,7 +74,11 @@ class DartsOptimizer(BilevelOptimizer):
             p.grad = g
         if self.opts.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.weights, self.opts.grad_clip)
+        group = self.w_opt.param_groups[0]
+        lr = group["lr"]
+        group["lr"] = lr * self.lr_scale(batch)  # this batch's step only: the schedule keeps lr
         self.w_opt.step()
+        group["lr"] = lr
         self.w_opt.zero_grad(set_to_none=True)
         return out
 
@@ -78,19 +90,26 @@ class DartsOptimizer(BilevelOptimizer):
             return 0.0
         return self.w_opt.param_groups[0]["lr"] if self.opts.xi is None else self.opts.xi
 
+    def lr_scale(self, batch: Any) -> float:
+        """The factor on this training batch's step size: the batch's ``lr_scale`` where it has one
+        (a language-model window: its length / bptt, so a short window's mean loss moves w less)."""
+        return float(getattr(batch, "lr_scale", 1.0)) if self.opts.scale_lr_by_window else 1.0
+
     def arch_gradient(self, train_batch: Any, val_batch: Any, train_state: Any = None, val_state: Any = None, *,
                       sample: Any = None, reduce: Reduce = list) -> tuple[Outcome, list[Tensor]]:
         """(the validation pass, d L_val(w', alpha) / d alpha) with w' the virtual step; w' = w when first order."""
         if not self.second_order:
             out = self._forward(self.weights, self.relax.weights(sample), val_batch, val_state)
             return out, reduce(_grad(out.loss, self.alphas))
-        xi = self.xi
+        xi = self.xi * self.lr_scale(train_batch)  # the step the weight step will take on this batch
         coef: list[Tensor] = []
         w_virtual = [w.requires_grad_(True)
                      for w in self.virtual_step(train_batch, xi, train_state, sample, reduce, clip_coef=coef)]
         out = self._forward(w_virtual, self.relax.weights(sample), val_batch, val_state)
         grads = _grad(out.loss, [*self.alphas, *w_virtual])
         d_alpha, d_w = grads[:len(self.alphas)], reduce(grads[len(self.alphas):])
+        if self.opts.clip_hessian_vector and self.opts.grad_clip > 0:
+            d_w, _ = _clip(d_w, self.opts.grad_clip)
         hvp = self.hessian_vector_product(d_w, train_batch, train_state, sample)
         if coef:  # w' moved by the clipped gradient: its derivative in alpha scales alike (coef held constant)
             hvp = [h * coef[0] for h in hvp]
@@ -101,20 +120,21 @@ class DartsOptimizer(BilevelOptimizer):
                      reduce: Reduce = list, clip_coef: list[Tensor] | None = None) -> list[Tensor]:
         """The weights one SGD step ahead (momentum and weight decay included), as new tensors.
         With ``clip_virtual_step`` the gradient is clipped to ``grad_clip`` first, as the weight
-        step clips it; the factor applied is appended to ``clip_coef``."""
+        step clips it; the factor applied is appended to ``clip_coef``. Weights in ``self.held``
+        (tied ones, with ``step_tied_weights=False``) stay at w."""
         with torch.no_grad():
             mix = self.relax.weights(sample)
         grads = reduce(_grad(self._forward(self.weights, mix, batch, state).loss, self.weights))
         if self.opts.clip_virtual_step and self.opts.grad_clip > 0:
-            with torch.no_grad():
-                norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-                coef = (self.opts.grad_clip / (norm + 1e-6)).clamp(max=1.0)  # as clip_grad_norm_
-                grads = [g * coef for g in grads]
+            grads, coef = _clip(grads, self.opts.grad_clip)
             if clip_coef is not None:
                 clip_coef.append(coef)
         out = []
         with torch.no_grad():
-            for w, g in zip(self.weights, grads):
+            for w, g, held in zip(self.weights, grads, self.held):
+                if held:
+                    out.append(w.detach().clone())
+                    continue
                 d = g + self.opts.w_weight_decay * w
                 buf = self.w_opt.state.get(w, {}).get("momentum_buffer")
                 if buf is not None:
@@ -161,6 +181,28 @@ class DartsOptimizer(BilevelOptimizer):
         self.w_opt.load_state_dict(state["w_opt"])
         self.a_opt.load_state_dict(state["a_opt"])
         self.scheduler.load_state_dict(state["scheduler"])
+
+
+def tied_parameters(net: torch.nn.Module) -> set[str]:
+    """Names (as ``named_parameters`` gives them) of parameters that serve in more than one role:
+    registered under several names, or listed in the network's ``tied_parameters`` attribute (a
+    weight it reuses directly, as the DARTS RNN's decoder reuses the embedding)."""
+    first: dict[int, str] = {}
+    tied = set(getattr(net, "tied_parameters", ()))
+    for name, p in net.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            tied.add(first[id(p)])
+        first.setdefault(id(p), name)
+    return tied
+
+
+def _clip(grads: Sequence[Tensor], max_norm: float) -> tuple[list[Tensor], Tensor]:
+    """The gradients scaled to a total L2 norm of at most ``max_norm``, and the factor applied
+    (the rule of ``torch.nn.utils.clip_grad_norm_``)."""
+    with torch.no_grad():
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        return [g * coef for g in grads], coef
 
 
 def _grad(loss: Tensor, inputs: list[Tensor]) -> list[Tensor]:

@@ -92,6 +92,18 @@ class DartsOptions:
     # darts_2nd: clip the virtual step's gradient to grad_clip as the weight step does, so w' is the
     # clipped SGD iterate (the public RNN code does; at its lr of 20 an unclipped w' lands far away)
     clip_virtual_step: bool = False
+    # darts_2nd: clip grad_w' L_val(w', alpha), the finite difference's direction, to grad_clip before
+    # the Hessian-vector product, as the public RNN code does; this scales the second-order term by
+    # min(1, grad_clip / ||grad_w' L_val||) (the points w +- eps*v do not move: eps = fd_eps / ||v||)
+    clip_hessian_vector: bool = False
+    # scale the weight step's lr, and so xi, by the training batch's ``lr_scale`` (language_model:
+    # its window's length / bptt), as the public RNN code does; batches without one (images): 1
+    scale_lr_by_window: bool = True
+    # darts_2nd: the virtual step moves tied weights (the RNN's embedding, also its decoder) like
+    # every other weight: the paper's w'. False leaves them at w, which is what the public RNN code
+    # computes in effect (its copy of the network reloads the tied matrix from the decoder's stale
+    # entry after the stepped embedding's): only to reproduce its gradients exactly. docs/architecture.md
+    step_tied_weights: bool = True
 
 
 @attrs.frozen

@@ -55,6 +55,9 @@ def embedded_dropout(embed: nn.Embedding, words: Tensor, p: float) -> Tensor:
 class _LanguageModel(nn.Module):
     """Embedding, a recurrent cell run over time, and the tied decoder."""
 
+    # one matrix, two roles: the embedding is also the decoder's weight (darts_2nd's step_tied_weights)
+    tied_parameters: tuple[str, ...] = ("encoder.weight",)
+
     def _build(self, opts: DartsRnnOptions, data: DataInfo, nodes: int) -> None:
         if data.input_shape != ():
             raise ConfigError(f"darts_rnn models read token ids (input shape ()), not inputs of shape "

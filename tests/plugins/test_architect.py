@@ -9,7 +9,7 @@ from torch.func import functional_call
 
 from conftest import StepRun, image_task
 from nas_core import DataInfo, MixingWeights
-from nas_darts.architect import DartsOptions, darts_first_order, darts_second_order
+from nas_darts.architect import DartsOptions, darts_first_order, darts_second_order, tied_parameters
 from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace
 from nas_darts.softmax import SoftmaxOptions, SoftmaxRelaxation
 
@@ -219,3 +219,19 @@ def test_one_relaxation_sample_per_step_shared_by_every_pass(second_order):
     per_step = len(relax.used) // 2
     assert per_step == (5 if second_order else 2)
     assert relax.used == [first] * per_step + [second] * per_step
+
+
+def test_defaults_of_the_public_rnn_code_options_leave_the_cnn_search_as_it_was():
+    """The options that reproduce the public RNN code (tests/plugins/test_rnn_architect_fidelity.py)
+    are inert on the CNN space by default: image batches carry no lr_scale and no CNN weight is
+    tied, so the gradient and step stay the autograd-checked ones above, bit for bit."""
+    defaults = DartsOptions()
+    assert not defaults.clip_hessian_vector and defaults.step_tied_weights and defaults.scale_lr_by_window
+    results = []
+    for kw in ({}, dict(scale_lr_by_window=False), dict(step_tied_weights=False)):
+        opt, train, val = make(True, xi=None, **kw)
+        assert tied_parameters(opt.net) == set() and opt.lr_scale(train) == 1.0
+        _, grads = opt.arch_gradient(train, val)
+        opt.step(train, val, {}, StepRun())
+        results.append((flat(grads), flat(opt.weights).detach(), flat(opt.alphas).detach()))
+    assert all(torch.equal(a, b) for other in results[1:] for a, b in zip(results[0], other))
