@@ -39,11 +39,14 @@ _EXPORTS = {
     "evaluate": "nas_core.engine",
     "Toolkit": "nas_core.toolkit",
     "Config": "nas_core.config",
+    "load_yaml": "nas_core.config",  # safe and bounded: for any YAML a plugin reads
     # genotypes
     "Genotype": "nas_core.genotype",
     "Cell": "nas_core.genotype",
     "cell_graph": "nas_core.draw",
     "write_text_atomic": "nas_core.files",
+    "mark_run_dir": "nas_core.run",
+    "create_text_exclusive": "nas_core.files",
     "lazy": "nas_core.registry",
     # errors
     "NasError": "nas_core.errors",
@@ -52,6 +55,7 @@ _EXPORTS = {
     "CheckpointError": "nas_core.errors",
     "GenotypeError": "nas_core.errors",
     "PluginError": "nas_core.errors",
+    "brief": "nas_core.errors",  # a user's value quoted in a message, shortened
 }
 
 __all__ = sorted(_EXPORTS)

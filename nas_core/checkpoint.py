@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from nas_core import files
 from nas_core.errors import CheckpointError
 from nas_core.files import write_bytes_atomic
+from nas_core.run import BEST_FILE, CHECKPOINT_FILE, CONFIG_FILE, GENOTYPE_FILE, MARKER_FILE, RESULTS_FILE
 
 FORMAT = "nas-checkpoint-1"
 
@@ -103,20 +106,47 @@ def _torch_reason(error: BaseException) -> str:
     return f"{type(error).__name__}: {reason}"
 
 
-def resume_from(path: Path, parts: dict[str, Any]) -> dict[str, Any]:
-    """Load ``path`` into each of ``parts`` (name -> object with ``load_state_dict``) and restore
-    the RNG states; returns the checkpoint. A mismatch is a CheckpointError, not a traceback."""
-    state = load_checkpoint(path)
+def saved_world_size(state: Mapping[str, Any]) -> int:
+    """How many processes wrote the checkpoint ``state`` (one unless it was a torchrun job)."""
+    return int(state.get("world_size") or len(state.get("ranks") or state.get("rng_ranks") or [None]))
+
+
+def rank_state(parts: Mapping[str, Any]) -> dict[str, Any]:
+    """What differs between the processes of a torchrun job and shapes the results, for the
+    checkpoint: each process's random streams and its modules' buffers (batch normalisation's
+    running statistics follow each process's own share of every batch, and evaluation uses them)."""
+    return {"rng": rng_state(), "buffers": {name: _buffers(part) for name, part in parts.items()}}
+
+
+def _buffers(part: Any) -> dict[str, torch.Tensor]:
+    if not isinstance(part, torch.nn.Module):
+        return {}
+    state = part.state_dict()
+    return {name: state[name].detach().cpu() for name, _ in part.named_buffers() if name in state}
+
+
+def resume_from(path: Path, state: Mapping[str, Any], parts: Mapping[str, Any], *, rank: int = 0) -> None:
+    """Load ``state`` (the checkpoint at ``path``) into each of ``parts`` (name -> object with
+    ``load_state_dict``) and restore the random streams; in a torchrun job's checkpoint, process
+    ``rank``'s own buffers and streams. A mismatch is a CheckpointError, not a traceback."""
+    ranks = state.get("ranks") or [{"rng": rng} for rng in state.get("rng_ranks") or []]
+    own = ranks[rank] if rank < len(ranks) else {"rng": state.get("rng")}
     try:
         for name, part in parts.items():
-            part.load_state_dict(state[name])
-        set_rng_state(state["rng"])
+            part.load_state_dict({**state[name], **own.get("buffers", {}).get(name, {})})
+        set_rng_state(own["rng"])
         if "epoch" not in state or "step" not in state:
             raise KeyError("epoch")
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         reason = str(e).splitlines()[0][:200] if str(e) else ""
         raise CheckpointError(f"checkpoint {path} does not match this run ({type(e).__name__}: {reason})") from None
-    return state
+
+
+def remove_stale_temporaries(run_dir: Path) -> None:
+    """Remove what interrupted atomic writes left in ``run_dir``, such as a checkpoint's copy when
+    the process was killed while writing it. Only when resuming, by the one process that writes."""
+    files.remove_stale_temporaries(run_dir, (CHECKPOINT_FILE, BEST_FILE, CONFIG_FILE, GENOTYPE_FILE, MARKER_FILE,
+                                             RESULTS_FILE))
 
 
 def rng_state() -> dict[str, Any]:

@@ -7,6 +7,8 @@ A bug (an exception that is not a NasError) is one line too, naming where it cam
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
 import os
 import signal
@@ -15,8 +17,8 @@ import threading
 import traceback
 from collections.abc import Iterable, Sequence
 
-from nas_core import __version__
-from nas_core.errors import NasError
+from nas_core import __version__, distributed
+from nas_core.errors import NasError, one_line
 
 EXAMPLES = """examples:
   nas run                                        search with the default preset
@@ -51,8 +53,8 @@ def build_parser(toolkit: object) -> argparse.ArgumentParser:
     run.set_defaults(handler=commands.run)
 
     train = sub.add_parser("train", help="train a cell from scratch, select on validation, test once")
-    train.add_argument("--genotype", help="genotype JSON or DARTS text file, search run directory, or registered "
-                                          "name (see `nas list`)")
+    train.add_argument("--genotype", help="genotype JSON or DARTS text file, search run directory, registered name "
+                                          "(see `nas list`), or the text itself: 'Genotype(normal=...)' or '{...}'")
     run_options(train, "runs/<space>-train-<dataset>-seed<N>-<time>")
     train.set_defaults(handler=commands.train)
 
@@ -71,11 +73,15 @@ def build_parser(toolkit: object) -> argparse.ArgumentParser:
     der.add_argument("--discretizer", help="discretizer name (default: the run's)")
     der.add_argument("--k", type=int, help="inputs kept per node (discretizers with a k option)")
     der.add_argument("--out", help="genotype JSON to write (default: beside the checkpoint)")
+    der.add_argument("--force", action="store_true", help="replace an existing --out file")
     der.set_defaults(handler=commands.derive)
 
     shw = sub.add_parser("show", help="print a genotype in DARTS text form and draw its cells (DOT, PNG, SVG)")
-    shw.add_argument("genotype", metavar="GENOTYPE", help="file, search run directory or registered name")
-    shw.add_argument("--out", metavar="PREFIX", help="output prefix (default: the genotype's name)")
+    shw.add_argument("genotype", metavar="GENOTYPE", help="file, search run directory, registered name or the "
+                                                          "genotype's text")
+    shw.add_argument("--out", metavar="PREFIX", help="draw the cells into PREFIX_<cell>.dot (and .png, .svg with "
+                                                     "Graphviz's dot); without it nothing is written")
+    shw.add_argument("--force", action="store_true", help="replace existing drawings")
     shw.add_argument("--space", help="the space to check the genotype against (default: the one it was found in, "
                                      "else the default preset's)")
     shw.set_defaults(handler=commands.show)
@@ -111,31 +117,64 @@ def main(argv: Sequence[str] | None = None, *, plugins: Iterable[object] = (), a
         from nas_core.toolkit import Toolkit
 
         toolkit = Toolkit.load(plugins, autoload)
-        args = build_parser(toolkit).parse_args(argv)
+        args = _parse(build_parser(toolkit), argv)
         return args.handler(args, toolkit)
+    except distributed.JobStopped as e:  # another process of the torchrun job failed before the run began
+        return _end(e.status, e.line)
+    except _UsageError as e:
+        return _end(e.status, e.text)
     except NasError as e:
         if show_traceback:
             raise
-        print(f"nas: error: {e}", file=sys.stderr)
-        return 2
+        return _end(2, f"nas: error: {one_line(str(e))}")
     except Terminated:
-        print("nas: terminated (SIGTERM)", file=sys.stderr)
-        return 143
+        return _end(143, "nas: terminated (SIGTERM)", agree=False)
     except BrokenPipeError:  # `nas list | head`: the reader left; say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except KeyboardInterrupt:
-        print("nas: interrupted", file=sys.stderr)
-        return 130
+        return _end(130, "nas: interrupted", agree=False)
     except Exception as e:
         if show_traceback:
             raise
-        print(f"nas: error: unexpected {type(e).__name__} in {_origin(e)}: {_first_line(e)} (a bug; rerun with "
-              f"--traceback or NAS_TRACEBACK=1 to see where)", file=sys.stderr)
-        return 1
+        return _end(1, f"nas: error: unexpected {type(e).__name__} in {_origin(e)}: {_first_line(e)} (a bug; rerun "
+                       f"with --traceback or NAS_TRACEBACK=1 to see where)")
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        distributed.finish()
+
+
+def _end(status: int, line: str | None, *, agree: bool = True) -> int:
+    """Print ``line`` on stderr and return ``status``; in a torchrun job, the job's processes
+    agree on how they end and rank 0 alone prints (nas_core.distributed.conclude)."""
+    status, line = distributed.conclude(status, line, agree=agree)
+    if line:
+        print(line, file=sys.stderr, flush=True)
+    return status
+
+
+class _UsageError(Exception):
+    """argparse's error in a torchrun job: its exit status and its text (usage and message)."""
+
+    def __init__(self, status: int, text: str):
+        super().__init__(text)
+        self.status, self.text = status, text
+
+
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parser.parse_args``; in a torchrun job argparse's error (usage and message) is held back
+    and reported like any other failure, by rank 0 alone."""
+    if distributed.world_size() == 1:
+        return parser.parse_args(argv)
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            return parser.parse_args(argv)
+    except SystemExit as e:
+        if not e.code:
+            raise
+        raise _UsageError(e.code if isinstance(e.code, int) else 2, held.getvalue().rstrip()) from None
 
 
 class Terminated(KeyboardInterrupt):

@@ -12,13 +12,13 @@ import attrs
 from nas_core import distributed
 from nas_core.components import build
 from nas_core.files import write_text_atomic
-from nas_core.config import Component, Config, Layer, require, resolve, to_yaml
-from nas_core.errors import ConfigError, NasError
+from nas_core.config import Component, Config, Layer, load_yaml_file, require, resolve, to_yaml
+from nas_core.errors import ConfigError, GenotypeError, NasError
 from nas_core.genotype import Genotype
 from nas_core.genotype_io import format_darts_text, load_genotype
 from nas_core.plugins import REGISTRATION_HOOKS, distribution_of
 from nas_core.run import CHECKPOINT_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULTS_FILE
-from nas_core.toolkit import CONFIG_FLAGS, Toolkit, check_resume_flags, writable_parent
+from nas_core.toolkit import CONFIG_FLAGS, Toolkit, check_new_files, check_resume_flags
 
 log = logging.getLogger("nas")
 
@@ -34,13 +34,20 @@ def _resume_dir(args: argparse.Namespace, extra_flags: tuple[str, ...] = ()) -> 
         raise NasError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
     if not (run_dir / CHECKPOINT_FILE).is_file():
         raise NasError(f"{run_dir} has no {CHECKPOINT_FILE} yet (no epoch finished): start it again instead")
+    from nas_core.checkpoint import load_checkpoint
+    from nas_core.run import run_kind
+
+    kind = run_kind(run_dir) or load_checkpoint(run_dir / CHECKPOINT_FILE).get("phase")
+    if kind is not None and (kind == "search") != (args.command == "run"):  # `nas run` resumes searches only
+        raise NasError(f"{run_dir} is a {'search' if kind == 'search' else 'training'} run, which nas "
+                       f"{args.command} cannot continue; continue it with: {distributed.resume_command(kind, run_dir)}")
     return run_dir
 
 
 def run(args: argparse.Namespace, toolkit: Toolkit) -> int:
     if args.resume:
         run_dir = _resume_dir(args)
-        config = toolkit.saved_config(run_dir, args.device)
+        config = toolkit.resume_config(run_dir, args.device)
     else:
         config = toolkit.config_from_args(args)
         run_dir = toolkit.new_run_dir(args.out, config, "search", force=args.force)
@@ -52,17 +59,23 @@ def run(args: argparse.Namespace, toolkit: Toolkit) -> int:
 
 def _genotype_arg(toolkit: Toolkit, args: argparse.Namespace) -> Genotype:
     if not args.genotype:
-        raise NasError(f"nas {args.command} needs --genotype FILE|RUN_DIR|NAME; registered names: "
+        raise NasError(f"nas {args.command} needs --genotype FILE|RUN_DIR|NAME|TEXT; registered names: "
                        f"{', '.join(sorted(toolkit.registries.genotypes)) or '(none)'}")
     return load_genotype(args.genotype, toolkit.registries.genotypes)
 
 
 def _train(args: argparse.Namespace, toolkit: Toolkit, config: Config, genotype: Genotype, run_dir: Path,
-           phase: str) -> int:
+           phase: str, found_in: str | None = None) -> int:
+    """Train ``genotype``; ``found_in``: the space it was found in, named if it does not fit."""
     from nas_core.train import format_results
 
-    results = toolkit.train(config, genotype, run_dir, resume=bool(args.resume), progress=_progress(args),
-                            phase=phase)
+    try:
+        results = toolkit.train(config, genotype, run_dir, resume=bool(args.resume), progress=_progress(args),
+                                phase=phase)
+    except GenotypeError as e:
+        if found_in and found_in != config.space.name:
+            raise GenotypeError(f"{e}; the genotype was found in space {found_in!r}: pass --space {found_in}") from None
+        raise
     if distributed.is_main():
         print(f"\n{format_results(results)}  ({run_dir / RESULTS_FILE})")
     return 0
@@ -71,15 +84,16 @@ def _train(args: argparse.Namespace, toolkit: Toolkit, config: Config, genotype:
 def train(args: argparse.Namespace, toolkit: Toolkit) -> int:
     if args.resume:
         run_dir = _resume_dir(args, ("genotype",))
-        config = toolkit.saved_config(run_dir, args.device)
+        config = toolkit.resume_config(run_dir, args.device)
         genotype = load_genotype(str(run_dir / GENOTYPE_FILE), {})
         from nas_core.checkpoint import load_checkpoint
 
         phase = load_checkpoint(run_dir / CHECKPOINT_FILE).get("phase", "train")
     else:
-        genotype = _genotype_arg(toolkit, args)
-        config = toolkit.config_from_args(args, default_preset=_preset_for(toolkit, args))
+        genotype, found_in = _genotype_arg(toolkit, args), _genotype_space(toolkit, args.genotype)
+        config = toolkit.config_from_args(args, default_space=found_in)
         run_dir, phase = toolkit.new_run_dir(args.out, config, "train", force=args.force), "train"
+        return _train(args, toolkit, config, genotype, run_dir, phase, found_in)
     return _train(args, toolkit, config, genotype, run_dir, phase)
 
 
@@ -92,11 +106,11 @@ def transfer(args: argparse.Namespace, toolkit: Toolkit) -> int:
     entry = registries.evaluators.get(args.target)
     evaluator = build(registries.evaluators, Component(args.target, entry.options() if entry.options else None),
                       Evaluator)
-    genotype = _genotype_arg(toolkit, args)
+    genotype, found_in = _genotype_arg(toolkit, args), _genotype_space(toolkit, args.genotype)
     config = toolkit.config_from_args(args, [Layer(evaluator.config_layer(), f"target {args.target!r}", strict=False)],
-                                      default_preset=_preset_for(toolkit, args))
+                                      default_space=found_in)
     run_dir = toolkit.new_run_dir(args.out, config, f"transfer-{args.target}", force=args.force)
-    return _train(args, toolkit, config, genotype, run_dir, "transfer")
+    return _train(args, toolkit, config, genotype, run_dir, "transfer", found_in)
 
 
 def derive(args: argparse.Namespace, toolkit: Toolkit) -> int:
@@ -109,7 +123,7 @@ def derive(args: argparse.Namespace, toolkit: Toolkit) -> int:
     state = load_checkpoint(path)
     if "relaxation" not in state:
         raise NasError(f"{path} is not a search checkpoint (it holds no architecture parameters)")
-    config = resolve(registries, [Layer(state["config"], f"config saved in {path}")], preset=None)
+    config = toolkit.read_config(state["config"], f"config saved in {path}")
     space = build(registries.spaces, config.space, SearchSpace)
     spec = space.arch_spec()
     relaxation = build(registries.relaxations, config.relaxation, Relaxation, spec=spec)
@@ -126,7 +140,7 @@ def derive(args: argparse.Namespace, toolkit: Toolkit) -> int:
         except (TypeError, ValueError) as e:
             raise ConfigError(f"--k {args.k}: {e.args[0] if e.args else e}") from None
     out = Path(args.out) if args.out else path.parent / f"derived_{name}{'' if args.k is None else f'_k{args.k}'}.json"
-    check_output_file(out, "--out")
+    check_new_files([out], "--out", force=args.force)
     discretizer = build(registries.discretizers, Component(name, options), Discretizer)
     genotype = discretizer.derive(relaxation.strengths(), spec)
     if not isinstance(genotype, Genotype):
@@ -138,7 +152,7 @@ def derive(args: argparse.Namespace, toolkit: Toolkit) -> int:
 
 
 def show(args: argparse.Namespace, toolkit: Toolkit) -> int:
-    from nas_core.draw import dot_available, draw
+    from nas_core.draw import dot_available, draw, drawing_paths
     from nas_core.interfaces import SearchSpace
 
     registries = toolkit.registries
@@ -148,10 +162,12 @@ def show(args: argparse.Namespace, toolkit: Toolkit) -> int:
                      preset=None if space_name else registries.default_preset())
     require(config, registries, ("space",), "nas show")
     build(registries.spaces, config.space, SearchSpace).validate(genotype)
-    prefix = Path(args.out) if args.out else Path(Path(args.genotype).stem if Path(args.genotype).is_file()
-                                                    else Path(args.genotype).name or "genotype")
-    writable_parent(prefix.parent, "--out")
     print(format_darts_text(genotype))
+    if not args.out:
+        print("(draw the cells with --out PREFIX)")
+        return 0
+    prefix = Path(args.out)
+    check_new_files(drawing_paths(genotype, prefix), "--out", force=args.force)
     for path in draw(genotype, prefix):
         print(f"wrote {path}")
     if not dot_available():
@@ -160,26 +176,18 @@ def show(args: argparse.Namespace, toolkit: Toolkit) -> int:
     return 0
 
 
-def _preset_for(toolkit: Toolkit, args: argparse.Namespace) -> str | None:
-    """Without --preset or --space, the preset of the space the genotype was found in."""
-    if args.preset or args.space:
-        return None
-    return toolkit.registries.preset_for_space(_genotype_space(toolkit, args.genotype))
-
-
 def _genotype_space(toolkit: Toolkit, source: str) -> str | None:
     """The space a registered genotype was published for, or the space of a run directory."""
     if source in toolkit.registries.genotypes:
         return toolkit.registries.genotypes[source][3]
-    if Path(source).is_dir() and (Path(source) / CONFIG_FILE).is_file():
-        return toolkit.saved_config(Path(source)).space.name
-    return None
-
-
-def check_output_file(path: Path, what: str) -> None:
-    if path.is_dir():
-        raise NasError(f"{what} {path} is a directory; name a file")
-    writable_parent(path.parent, what)
+    try:
+        saved = Path(source) / CONFIG_FILE
+        if not saved.is_file():
+            return None
+    except OSError:  # inline genotype text, too long to be a path
+        return None
+    space = load_yaml_file(saved).get("space")
+    return space.get("name") if isinstance(space, dict) and isinstance(space.get("name"), str) else None
 
 
 def plugins(args: argparse.Namespace, toolkit: Toolkit) -> int:

@@ -11,6 +11,7 @@ user layers are always strict.
 from __future__ import annotations
 
 import copy
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import yaml
 
-from nas_core.errors import ConfigError, closest_hint
+from nas_core.errors import ConfigError, brief, closest_hint
 
 if TYPE_CHECKING:
     from nas_core.plugins import Registries
@@ -55,6 +56,11 @@ class TrainSettings:
     max_steps_per_epoch: int | None = attrs.field(default=None, validator=_positive)
     eval_every: int = attrs.field(default=1, validator=_non_negative)  # validate every N epochs (0: only at the end)
     sync_batchnorm: bool = False  # torchrun on GPUs: batch statistics over all ranks (torch's SyncBatchNorm)
+    # the weights the test reads: those of the lowest valid_loss (kept in best.pt), or the last epoch's;
+    # auto: best_valid when the task has a valid stream, else last; none: the test set is not read
+    # at all (candidates and short-budget runs of a selection, which may look at validation only)
+    test_model: str = attrs.field(default="auto",
+                                  validator=attrs.validators.in_(("auto", "best_valid", "last", "none")))
 
 
 #: The engines' own sections, registered like any plugin's (``nas_register_settings``).
@@ -135,14 +141,85 @@ class Layer:
 # reading layers
 # ---------------------------------------------------------------------------------------------
 
+MAX_YAML_CHARS = 4 * 2**20  # a resolved config.yaml is about 2 kB
+MAX_YAML_DEPTH = 32  # a config is 3 levels deep: section, option, list
+MAX_YAML_VALUES = 100_000  # counting an alias as every value it stands for
+
+
+class YamlLimitError(yaml.YAMLError):
+    """A YAML document beyond the bounds of a config (see BoundedLoader)."""
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` within the bounds above. PyYAML shares an aliased value rather than
+    copying it, but whatever walks the data (checking options, quoting a value) walks every
+    expansion: 481 bytes of nested aliases ("billion laughs") grew past 2 GB. Composing is
+    recursive, so thousands of nested brackets overflowed Python's stack; a recursive alias
+    made a value that contains itself; an integer of thousands of digits is refused by Python."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> the values it stands for, once composed
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            anchor = self.peek_event().anchor
+            if anchor in self.anchors and id(self.anchors[anchor]) not in self._sizes:
+                raise YamlLimitError(f"the alias {brief('*' + anchor)} is inside the value it names")
+        if self._depth >= MAX_YAML_DEPTH:
+            raise YamlLimitError(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if id(node) not in self._sizes:  # not an alias of a value composed before
+            children = ([n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                        else node.value if isinstance(node, yaml.SequenceNode) else [])
+            size = 1 + sum(self._sizes.get(id(child), 1) for child in children)
+            if size > MAX_YAML_VALUES:
+                raise YamlLimitError(f"more than {MAX_YAML_VALUES} values once its aliases are expanded")
+            self._sizes[id(node)] = size
+        return node
+
+    def construct_yaml_int(self, node: Any) -> int:
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # Python reads at most 4300 digits
+            raise YamlLimitError(f"the integer {brief(node.value)} is too large") from None
+
+
+BoundedLoader.add_constructor("tag:yaml.org,2002:int", BoundedLoader.construct_yaml_int)
+
+
+def load_yaml(text: str) -> Any:
+    """YAML ``text`` read safely and within bounds (BoundedLoader): what every config file,
+    ``--set`` value and saved run config is read with. Raises yaml.YAMLError, YamlLimitError
+    beyond the bounds."""
+    loader = BoundedLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_yaml_file(path: str | Path) -> dict[str, Any]:
+    """A config file (``--config``, a run's config.yaml): a mapping, read with :func:`load_yaml`."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with path.open() as f:
+            text = f.read(MAX_YAML_CHARS + 1)  # no more than that is read, whatever the file's size
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not text ({e.reason} at byte {e.start})") from None
+    if len(text) > MAX_YAML_CHARS:
+        raise ConfigError(f"config file {path} is longer than {MAX_YAML_CHARS} characters; a config is a few kB")
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except YamlLimitError as e:
+        raise ConfigError(f"config file {path}: {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}".replace("\n", " ")) from None
     if data is None:
@@ -158,9 +235,11 @@ def parse_set(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. search.epochs=3")
+            raise ConfigError(f"--set {brief(item)}: expected KEY=VALUE, e.g. search.epochs=3")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else None
+            value = load_yaml(raw) if raw.strip() else None
+        except YamlLimitError as e:
+            raise ConfigError(f"--set {brief(item)}: {e}") from None
         except yaml.YAMLError:
             value = raw
         node = out
@@ -168,7 +247,7 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {item!r}: {part!r} is set both as a value and as a section")
+                raise ConfigError(f"--set {brief(item)}: {brief(part)} is set both as a value and as a section")
         node[parts[-1]] = value
     return out
 
@@ -184,7 +263,8 @@ def resolve(registries: Registries, layers: list[Layer], *, preset: str | None =
         if preset not in registries.presets:
             raise ConfigError(f"unknown preset {preset!r}{closest_hint(preset, registries.presets)}; "
                               f"valid presets: {', '.join(sorted(registries.presets)) or '(none registered)'}")
-        all_layers.append(Layer(registries.presets[preset].mapping, f"preset {preset!r}", strict=False))
+        all_layers += [Layer(registries.presets[name].mapping, f"preset {name!r}", strict=False)
+                       for name in registries.preset_chain(preset)]
     all_layers += layers
 
     keys = top_keys(registries)
@@ -293,11 +373,37 @@ def _type_name(typ: Any) -> str:
     return getattr(typ, "__name__", None) or str(typ).replace("typing.", "")
 
 
+class _OutOfRange(ConfigError):
+    """A value of the right type outside the valid range: reported as it is, also for a union."""
+
+
+#: The valid range of the top-level integers (resolve checks threads >= 1): torch.manual_seed
+#: takes -2**63..2**64-1, torch.set_num_threads a C int. 4096 threads is above the hardware
+#: threads of the largest servers; the bound is fixed, not the machine's, so that a run's
+#: config resumes on any machine.
+INT_RANGES: dict[str, tuple[int | None, int, str]] = {
+    "seed": (-2**63, 2**64 - 1, "-2**63..2**64-1, the seeds torch.manual_seed accepts"),
+    "threads": (None, 4096, "1..4096"),
+}
+
+
+def _check_number(number: int | float, key: str, source: str, given: Any) -> int | float:
+    """``number`` (read from ``given``) if finite (an option of nan or inf ran to the end with NaN
+    losses) and within its range."""
+    if isinstance(number, float) and not math.isfinite(number):
+        raise _OutOfRange(f"{source}: {key} must be a finite number, got {brief(given)}")
+    low, high, valid = INT_RANGES.get(key, (None, None, ""))
+    if (low is not None and number < low) or (high is not None and number > high):
+        raise _OutOfRange(f"{source}: {key} must be in {valid}, got {brief(given)}")
+    return number
+
+
 def _convert(value: Any, typ: Any, key: str, source: str) -> Any:
     """Check ``value`` against a type hint; int is accepted for float, and strings such as
-    '3e-4' too (YAML 1.1 reads a float without a dot as a string)."""
+    '3e-4' too (YAML 1.1 reads a float without a dot as a string). Numbers must be finite, and
+    the top-level integers within INT_RANGES."""
     def fail() -> ConfigError:
-        return ConfigError(f"{source}: {key} must be {_type_name(typ)}, got {type(value).__name__} {value!r}")
+        return ConfigError(f"{source}: {key} must be {_type_name(typ)}, got {type(value).__name__} {brief(value)}")
 
     origin = typing.get_origin(typ)
     if origin in (typing.Union, types.UnionType):
@@ -309,6 +415,8 @@ def _convert(value: Any, typ: Any, key: str, source: str) -> Any:
                 continue
             try:
                 return _convert(value, arg, key, source)
+            except _OutOfRange:
+                raise
             except ConfigError:
                 pass
         raise fail()
@@ -327,17 +435,24 @@ def _convert(value: Any, typ: Any, key: str, source: str) -> Any:
         raise fail()
     if typ is int:
         if isinstance(value, int) and not isinstance(value, bool):
-            return value
+            return _check_number(value, key, source, value)
         raise fail()
     if typ is float:
+        number = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = value
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)  # '1e309' reads as inf
             except ValueError:
                 pass
-        raise fail()
+        if number is None:
+            raise fail()
+        try:
+            number = float(number)
+        except OverflowError:  # an int beyond the largest float
+            number = math.inf
+        return _check_number(number, key, source, value)
     if typ is str:
         if isinstance(value, str):
             return value
@@ -412,3 +527,23 @@ def resolve_device(name: str) -> Any:
     if device.type not in ("cpu", "cuda"):
         raise ConfigError(f"unsupported device {name!r}; valid: auto, cpu, cuda, cuda:N")
     return device
+
+
+def config_differences(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
+    """The dotted keys where two configs in the YAML layout differ (top-level keys in ``ignore``
+    are skipped); YAML reads tuples back as lists, so the two compare equal here."""
+    def same(x: Any, y: Any) -> bool:
+        if isinstance(x, list | tuple) and isinstance(y, list | tuple):
+            return len(x) == len(y) and all(same(i, j) for i, j in zip(x, y))
+        return x == y
+
+    out = []
+    for key in sorted(set(a) | set(b), key=str):
+        if key in ignore:
+            continue
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, Mapping) and isinstance(y, Mapping):
+            out += [f"{key}.{k}" for k in sorted(set(x) | set(y), key=str) if not same(x.get(k), y.get(k))]
+        elif not same(x, y):
+            out.append(str(key))
+    return out

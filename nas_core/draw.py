@@ -8,8 +8,8 @@ from pathlib import Path
 
 import graphviz
 
-from nas_core.files import write_text_atomic
-from nas_core.genotype import Cell, Genotype
+from nas_core.files import write_bytes_atomic, write_text_atomic
+from nas_core.genotype import Cell, Genotype, check_size
 
 
 def _input_labels(num_inputs: int) -> list[str]:
@@ -22,6 +22,9 @@ def _input_labels(num_inputs: int) -> list[str]:
 
 def cell_graph(name: str, cell: Cell) -> graphviz.Digraph:
     """The cell as a DAG: input nodes, one node per intermediate node, edges labelled by op."""
+    # commands validate genotypes before drawing them; this guards callers that do not, since
+    # Graphviz takes gigabytes to lay out a cell of thousands of nodes
+    check_size(name, len(cell.nodes), sum(map(len, cell.nodes)), len(cell.concat))
     num_inputs = min(cell.concat) if cell.concat else 1
     out_label = "c_{k}" if num_inputs == 2 else ("h_{t}" if num_inputs == 1 else "out")
     g = graphviz.Digraph(name, format="png", graph_attr={"rankdir": "LR", "label": name, "labelloc": "t"},
@@ -44,8 +47,16 @@ def dot_available() -> bool:
     return shutil.which("dot") is not None
 
 
+def drawing_paths(genotype: Genotype, prefix: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
+    """The files :func:`draw` writes: ``PREFIX_<cell>.dot`` for every cell, and the ``formats``
+    when ``dot`` exists (so a command can check them all before it writes any)."""
+    prefix = Path(prefix)
+    suffixes = ("dot", *formats) if dot_available() else ("dot",)
+    return [prefix.with_name(f"{prefix.name}_{name}.{suffix}") for name in genotype.cells for suffix in suffixes]
+
+
 def draw(genotype: Genotype, prefix: Path, formats: tuple[str, ...] = ("png", "svg")) -> list[Path]:
-    """Write ``PREFIX_<cell>.dot`` for every cell, and the ``formats`` when ``dot`` exists."""
+    """Write the files of :func:`drawing_paths`."""
     prefix = Path(prefix)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     written = []
@@ -56,8 +67,7 @@ def draw(genotype: Genotype, prefix: Path, formats: tuple[str, ...] = ("png", "s
         written.append(dot_path)
         if dot_available():
             for fmt in formats:
-                data = g.pipe(format=fmt)
                 path = dot_path.with_suffix(f".{fmt}")
-                path.write_bytes(data)
+                write_bytes_atomic(path, g.pipe(format=fmt))
                 written.append(path)
     return written

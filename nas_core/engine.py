@@ -6,6 +6,7 @@ What differs between a search and a training run is a :class:`Phase`; the engine
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
@@ -18,7 +19,7 @@ from nas_core import checkpoint as ckpt
 from nas_core import distributed
 from nas_core.config import to_dict
 from nas_core.context import RunContext
-from nas_core.errors import DataError
+from nas_core.errors import CheckpointError, DataError, NasError
 from nas_core.interfaces import StepResult, Task
 from nas_core.run import CHECKPOINT_FILE
 
@@ -72,20 +73,34 @@ class Phase:
         raise NotImplementedError
 
 
-def run_phase(phase: Phase, run: RunContext, *, resume: bool = False, progress: bool | None = None) -> Any:
-    """Run (or resume) ``phase`` in ``run.dir``: the epoch loop with its hooks and checkpoints."""
+def restore(phase: Phase, run: RunContext) -> dict[str, Any]:
+    """Load ``run.dir``'s checkpoint into ``phase`` and ``run`` before anything is written: the
+    parts, the random streams (in a torchrun job each process's own, and its own buffers) and where
+    the run stopped. A checkpoint of another number of processes is refused: each process's share
+    of every batch, its batch statistics and its random streams depend on that number."""
+    path = run.dir / CHECKPOINT_FILE
+    state = ckpt.load_checkpoint(path)
+    saved = ckpt.saved_world_size(state)
+    if saved != run.world_size:
+        raise CheckpointError(f"{run.dir} was run by {saved} process{'es' if saved > 1 else ''} and this job has "
+                              f"{run.world_size}: a resume keeps the number, as the results depend on it; "
+                              f"continue with: {distributed.resume_command(run.phase, run.dir, saved)}")
+    ckpt.resume_from(path, state, phase.parts(), rank=run.rank)
+    run.start_epoch, run.step = state["epoch"] + 1, state["step"]
+    phase.load_extra_state(state.get("extra", {}))
+    run.metrics, run.wall_time_s = dict(state.get("metrics", {})), float(state.get("wall_time_s", 0.0))
+    run.epochs_done = run.start_epoch
+    return state
+
+
+def run_phase(phase: Phase, run: RunContext, *, restored: Mapping[str, Any] | None = None,
+              progress: bool | None = None) -> Any:
+    """Run ``phase`` in ``run.dir``, or continue it from ``restored`` (what :func:`restore`
+    loaded): the epoch loop with its hooks and checkpoints."""
     pm = run.plugin_manager
     stopped: str | None = None
-    if resume:
-        state = ckpt.resume_from(run.dir / CHECKPOINT_FILE, phase.parts())
-        rngs = state.get("rng_ranks") or []
-        if run.rank < len(rngs) and len(rngs) == run.world_size:  # each rank continues its own streams
-            ckpt.set_rng_state(rngs[run.rank])
-        run.start_epoch, run.step = state["epoch"] + 1, state["step"]
-        phase.load_extra_state(state.get("extra", {}))
-        stopped = state.get("stopped")
-        run.metrics, run.wall_time_s = dict(state.get("metrics", {})), float(state.get("wall_time_s", 0.0))
-        run.epochs_done = run.start_epoch
+    if restored is not None:
+        stopped = restored.get("stopped")
         if stopped or run.start_epoch >= run.epochs:
             log.info("%s is already complete (%d of %d epochs%s); reporting its result", run.dir,
                      run.start_epoch, run.epochs, f", stopped early: {stopped}" if stopped else "")
@@ -109,10 +124,10 @@ def run_phase(phase: Phase, run: RunContext, *, resume: bool = False, progress: 
             if stopped is not None or epoch + 1 == run.epochs:
                 metrics.update(phase.final(run))
             run.metrics = metrics
-            rngs = distributed.gather(ckpt.rng_state()) if run.world_size > 1 else None
+            ranks = distributed.gather(ckpt.rank_state(phase.parts())) if run.world_size > 1 else None
             if run.is_writer:
                 ckpt.save_checkpoint(run.dir / CHECKPOINT_FILE, {
-                    "rng_ranks": rngs,
+                    "world_size": run.world_size, "ranks": ranks,
                     "phase": run.phase, "epoch": epoch, "step": run.step, "stopped": stopped,
                     "metrics": metrics, "wall_time_s": run.wall_time_s,
                     **{name: part.state_dict() for name, part in phase.parts().items()},
@@ -180,6 +195,8 @@ def run_steps(phase: Phase, run: RunContext, progress: bool | None) -> dict[str,
             run.plugin_manager.hook.nas_step_end(run=run, step=run.step, metrics=flat)
             run.step += 1
             done += 1
+            if run.world_size == 1 and done % CHECK_FINITE_EVERY == 0:  # one device sync per N steps
+                _check_finite(flat, run, f"step {done}")
             bar.update()
             now = time.monotonic()
             if bar.disable and now - last_log >= PROGRESS_EVERY_S and done < total:
@@ -195,7 +212,22 @@ def run_steps(phase: Phase, run: RunContext, progress: bool | None) -> dict[str,
     means: dict[str, dict[str, float]] = {}
     for (g, k), total in zip(keys, totals):
         means.setdefault(g, {})[k] = total / (done * run.world_size)
+    _check_finite({f"{g}_{k}": v for g, m in means.items() for k, v in m.items()}, run, "the end")  # same on all ranks
     return report(phase.task, means)
+
+
+CHECK_FINITE_EVERY = 10
+
+
+def _check_finite(metrics: Mapping[str, Tensor | float], run: RunContext, when: str) -> None:
+    """A diverged run stops before its next checkpoint, so the last one saved stays a good one."""
+    bad = {k: float(v) for k, v in metrics.items() if k.endswith("loss") and not math.isfinite(float(v))}
+    if not bad:
+        return
+    kept = (f"the checkpoint of epoch {run.epoch} in {run.dir} is kept" if (run.dir / CHECKPOINT_FILE).is_file()
+            else "no epoch had finished, so no checkpoint was written")
+    raise NasError(f"the run diverged: {', '.join(f'{k}={v}' for k, v in bad.items())} at {when} of epoch "
+                   f"{run.epoch + 1}; {kept}; lower the learning rates or check the data")
 
 
 def report(task: Task, groups: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

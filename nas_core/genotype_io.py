@@ -6,7 +6,8 @@ text form researchers paste from the DARTS code, read by a small safe parser.
 
 The text is parsed with :mod:`ast` and only these shapes are accepted: one call of ``Genotype``
 with keyword arguments, lists of ``(str, int)`` tuples, and concat as ``range(a, b)`` or a list
-of ints. Nothing is evaluated; anything else is an error naming what and where.
+of ints. Nothing is evaluated; anything else is an error naming what and where. Both forms are
+bounded (nas_core.genotype.MAX_NODES and the sizes here) before anything is built from them.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from pathlib import Path
 
 import attrs
 
-from nas_core.errors import GenotypeError, closest_hint
-from nas_core.genotype import Cell, Genotype
+from nas_core.errors import GenotypeError, brief, closest_hint
+from nas_core.genotype import Cell, Genotype, check_index, check_size
+
+MAX_TEXT = 100_000  # characters of the text form (DARTS_V2 is 480)
+MAX_FILE_BYTES = 1_000_000  # a genotype file (JSON of the largest cell allowed: about 20 kB)
 
 
 @attrs.frozen
@@ -33,49 +37,60 @@ def _where(node: ast.AST) -> str:
     return f"line {node.lineno}, column {node.col_offset + 1}"
 
 
-def _int(node: ast.AST, what: str) -> int:
+def _quote(text: str, node: ast.AST) -> str:
+    """``node`` as written in ``text``, shortened (not ``ast.unparse``: it recurses into the node,
+    and writes integers in decimal, which Python refuses beyond 4300 digits)."""
+    return brief(ast.get_source_segment(text, node) or "")
+
+
+def _int(text: str, node: ast.AST, what: str) -> int:
     if isinstance(node, ast.Constant) and type(node.value) is int:
-        return node.value
-    raise GenotypeError(f"{what} at {_where(node)}: expected an integer, got {ast.unparse(node)[:40]!r}")
+        return check_index(node.value, f"{what} at {_where(node)}")
+    raise GenotypeError(f"{what} at {_where(node)}: expected an integer, got {_quote(text, node)}")
 
 
-def _pairs(node: ast.AST, cell: str) -> list[tuple[str, int]]:
+def _pairs(text: str, node: ast.AST, cell: str) -> list[tuple[str, int]]:
     if not isinstance(node, ast.List | ast.Tuple):
-        raise GenotypeError(f"cell {cell!r} at {_where(node)}: expected a list of (op, input) pairs")
+        raise GenotypeError(f"cell {brief(cell)} at {_where(node)}: expected a list of (op, input) pairs")
     pairs = []
     for item in node.elts:
         if not (isinstance(item, ast.Tuple) and len(item.elts) == 2 and isinstance(item.elts[0], ast.Constant)
                 and isinstance(item.elts[0].value, str)):
-            raise GenotypeError(f"cell {cell!r} at {_where(item)}: expected ('op_name', input_index), "
-                                f"got {ast.unparse(item)[:60]!r}")
-        pairs.append((item.elts[0].value, _int(item.elts[1], f"cell {cell!r} input index")))
+            raise GenotypeError(f"cell {brief(cell)} at {_where(item)}: expected ('op_name', input_index), "
+                                f"got {_quote(text, item)}")
+        pairs.append((item.elts[0].value, _int(text, item.elts[1], f"cell {brief(cell)} input index")))
     return pairs
 
 
-def _concat(node: ast.AST, cell: str) -> tuple[tuple[int, ...], bool]:
+def _concat(text: str, node: ast.AST, cell: str) -> tuple[tuple[int, ...], bool]:
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
         if node.keywords or len(node.args) != 2:
             raise GenotypeError(f"{cell}_concat at {_where(node)}: expected range(start, stop)")
-        start, stop = (_int(a, f"{cell}_concat") for a in node.args)
+        start, stop = (_int(text, a, f"{cell}_concat") for a in node.args)  # small: node indices
         return tuple(range(start, stop)), True
     if isinstance(node, ast.List | ast.Tuple):
-        return tuple(_int(e, f"{cell}_concat") for e in node.elts), False
+        return tuple(_int(text, e, f"{cell}_concat") for e in node.elts), False
     raise GenotypeError(f"{cell}_concat at {_where(node)}: expected range(a, b) or a list of node indices, "
-                        f"got {ast.unparse(node)[:60]!r}")
+                        f"got {_quote(text, node)}")
 
 
 def parse_darts_text(text: str) -> ParsedText:
     """Parse ``Genotype(...)`` text; raises GenotypeError saying what is wrong and where."""
-    if len(text) > 100_000:
-        raise GenotypeError("genotype text is longer than 100000 characters")
+    if len(text) > MAX_TEXT:
+        raise GenotypeError(f"genotype text is longer than {MAX_TEXT} characters")
+    text = text.strip()
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        tree = ast.parse(text, mode="eval")
     except SyntaxError as e:
         raise GenotypeError(f"genotype text is not of the form Genotype(...): {e.msg} at line {e.lineno}, "
                             f"column {e.offset}") from None
+    except (MemoryError, RecursionError):  # the parser's stack: thousands of nested brackets or signs
+        raise GenotypeError("genotype text is not of the form Genotype(...): nested far too deeply") from None
+    except ValueError as e:  # a null byte
+        raise GenotypeError(f"genotype text is not of the form Genotype(...): {e}") from None
     call = tree.body
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "Genotype"):
-        raise GenotypeError(f"genotype text at {_where(call)}: expected Genotype(...), got {ast.unparse(call)[:60]!r}")
+        raise GenotypeError(f"genotype text at {_where(call)}: expected Genotype(...), got {_quote(text, call)}")
     if call.args:
         raise GenotypeError(f"genotype text at {_where(call.args[0])}: use keyword arguments (normal=..., ...)")
     values = {}
@@ -83,7 +98,7 @@ def parse_darts_text(text: str) -> ParsedText:
         if kw.arg is None:
             raise GenotypeError(f"genotype text at {_where(kw.value)}: ** arguments are not allowed")
         if kw.arg in values:
-            raise GenotypeError(f"genotype text: {kw.arg!r} given twice")
+            raise GenotypeError(f"genotype text: {brief(kw.arg)} given twice")
         values[kw.arg] = kw.value
     cells = [k for k in values if not k.endswith("_concat") and k != "concat"]
     if "concat" in values:  # the DARTS recurrent form: Genotype(recurrent=[...], concat=range(1, 9))
@@ -92,15 +107,15 @@ def parse_darts_text(text: str) -> ParsedText:
         values[f"{cells[0]}_concat"] = values.pop("concat")
     stray = [k for k in values if k.endswith("_concat") and k[: -len("_concat")] not in values]
     if stray:
-        raise GenotypeError(f"genotype text: {stray[0]!r} has no cell {stray[0][:-len('_concat')]!r}")
+        raise GenotypeError(f"genotype text: {brief(stray[0])} has no cell {brief(stray[0][:-len('_concat')])}")
     if not cells:
         raise GenotypeError("genotype text has no cells")
     parsed, styles = {}, {}
     for name in cells:
         if f"{name}_concat" not in values:
-            raise GenotypeError(f"genotype text: cell {name!r} has no {name}_concat")
-        pairs = _pairs(values[name], name)
-        concat, as_range = _concat(values[f"{name}_concat"], name)
+            raise GenotypeError(f"genotype text: cell {brief(name)} has no {name}_concat")
+        pairs = _pairs(text, values[name], name)
+        concat, as_range = _concat(text, values[f"{name}_concat"], name)
         parsed[name] = _group(name, pairs, concat)
         styles[name] = as_range
     return ParsedText(Genotype(parsed), styles)
@@ -110,12 +125,13 @@ def _group(name: str, pairs: list[tuple[str, int]], concat: tuple[int, ...]) -> 
     """Split DARTS' flat pair list into nodes: the intermediate nodes are min(concat)..max(concat)
     (DARTS concatenates them all), each fed by the same number of pairs."""
     if not concat:
-        raise GenotypeError(f"cell {name!r}: {name}_concat is empty")
+        raise GenotypeError(f"cell {brief(name)}: {name}_concat is empty")
     first, nodes = min(concat), max(concat) - min(concat) + 1
+    check_size(name, nodes, len(pairs), len(concat), "genotype text")
     if first < 1:
-        raise GenotypeError(f"cell {name!r}: {name}_concat starts at {first}; node 0 is an input node")
+        raise GenotypeError(f"cell {brief(name)}: {name}_concat starts at {first}; node 0 is an input node")
     if not pairs or len(pairs) % nodes:
-        raise GenotypeError(f"cell {name!r}: {len(pairs)} (op, input) pairs do not split evenly over the "
+        raise GenotypeError(f"cell {brief(name)}: {len(pairs)} (op, input) pairs do not split evenly over the "
                             f"{nodes} nodes {first}..{first + nodes - 1} named by {name}_concat")
     k = len(pairs) // nodes
     return Cell(tuple(tuple(pairs[i * k:(i + 1) * k]) for i in range(nodes)), concat)
@@ -138,9 +154,16 @@ def format_darts_text(genotype: Genotype, concat_as_range: dict[str, bool] | Non
 def read_genotype_file(path: Path) -> Genotype:
     """Our JSON, or the DARTS text form (a file starting with ``Genotype(``)."""
     try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as e:
-        raise GenotypeError(f"cannot read genotype file {path}: {e}") from None
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)  # no more than that is read, whatever the file's size
+        text = data.decode("utf-8")
+    except OSError as e:
+        raise GenotypeError(f"cannot read genotype file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise GenotypeError(f"cannot read genotype file {path}: not UTF-8 text ({e.reason} at byte "
+                            f"{e.start})") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise GenotypeError(f"genotype file {path} is larger than {MAX_FILE_BYTES} bytes; a genotype is a few kB")
     if text.lstrip().startswith("Genotype("):
         try:
             return parse_darts_text(text).genotype
@@ -150,16 +173,29 @@ def read_genotype_file(path: Path) -> Genotype:
 
 
 def load_genotype(source: str, registered: Mapping[str, tuple[Genotype, str, str]]) -> Genotype:
-    """A genotype from a file, a run directory (its genotype.json) or a registered name."""
+    """A genotype from a file, a run directory (its genotype.json), a registered name, or inline
+    text: the DARTS form (``Genotype(...)``, as ``nas show`` prints it) or our JSON (``{...}``)."""
+    inline = source.lstrip()
+    if inline.startswith("Genotype("):
+        try:
+            return parse_darts_text(inline).genotype
+        except GenotypeError as e:
+            raise GenotypeError(f"inline genotype text: {e}") from None
+    if inline.startswith("{"):
+        return Genotype.from_json(inline, source="inline genotype JSON")
     path = Path(source)
-    if path.is_dir():
+    try:
+        is_dir, is_file = path.is_dir(), path.is_file()
+    except OSError:  # a name too long to be a path
+        is_dir = is_file = False
+    if is_dir:
         if not (path / "genotype.json").is_file():
             raise GenotypeError(f"{path} has no genotype.json (is it a finished search run directory?)")
         return read_genotype_file(path / "genotype.json")
-    if path.is_file():
+    if is_file:
         return read_genotype_file(path)
     if source in registered:
         return registered[source][0]
     names = ", ".join(sorted(registered)) or "(none)"
-    raise GenotypeError(f"genotype {source!r} is neither a file, a run directory nor a registered name"
+    raise GenotypeError(f"genotype {brief(source)} is neither a file, a run directory nor a registered name"
                         f"{closest_hint(source, registered)}; registered genotypes: {names}")

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from torch import Tensor, nn
 
-from nas_core.errors import GenotypeError
+from nas_core.errors import GenotypeError, brief
 from nas_core.genotype import Genotype
 
 if TYPE_CHECKING:
@@ -182,11 +182,13 @@ class SearchSpace(ABC):
 
     def validate(self, genotype: Genotype) -> None:
         """Raise GenotypeError naming the spot where ``genotype`` does not fit this space. Every
-        command that reads a genotype calls it. The default checks the cell types, op names and
-        node indices against :meth:`arch_spec`; spaces with further rules extend it."""
+        command that reads a genotype calls it, before building or drawing anything. The default
+        checks the cell types, op names and node indices against :meth:`arch_spec`, and the size
+        of each cell (:meth:`Genotype.validate`: any node count up to ``MAX_NODES`` builds, not
+        only the searched one); spaces with further rules extend it."""
         spec = self.arch_spec()
         if set(genotype.cells) != set(spec.edges):
-            raise GenotypeError(f"genotype has cells {sorted(genotype.cells)}; this space's cells are "
+            raise GenotypeError(f"genotype has cells {brief(sorted(genotype.cells))}; this space's cells are "
                                 f"{sorted(spec.edges)}")
         genotype.validate(spec.ops, spec.num_inputs)
 

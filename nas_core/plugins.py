@@ -41,6 +41,7 @@ class Preset:
     plugin: str
     doc: str = ""
     default: bool = False  # used when no --preset is given
+    base: str | None = None  # a preset this one builds on: its mapping names only what changes
 
 
 @attrs.frozen
@@ -77,13 +78,28 @@ class Registries:
 
     def preset_for_space(self, space: str | None) -> str | None:
         """The default preset when it uses ``space``, else the first registered preset that does
-        (``nas train --genotype darts_rnn`` needs the RNN space's settings, not the CNN demo's)."""
+        (``nas run --space darts_rnn`` needs the RNN space's settings, not the CNN demo's)."""
         default = self.default_preset()
         for name in ([default] if default else []) + list(self.presets):
-            section = self.presets[name].mapping.get("space")
-            if space is not None and isinstance(section, dict) and section.get("name") == space:
+            named = [self.presets[n].mapping.get("space") for n in self.preset_chain(name)]
+            if space is not None and [m["name"] for m in named if isinstance(m, dict) and "name" in m][-1:] == [space]:
                 return name
         return default
+
+    def preset_chain(self, name: str) -> list[str]:
+        """Preset ``name`` and the presets it builds on, base first: each is a config layer of
+        its own, so a preset that builds on another names only what changes."""
+        chain: list[str] = []
+        while name is not None:
+            if name in chain:
+                raise PluginError(f"presets {' -> '.join(map(repr, [*chain[::-1], name]))} build on each other "
+                                  f"in a circle")
+            if name not in self.presets:
+                raise PluginError(f"preset {chain[0]!r} (plugin {self.presets[chain[0]].plugin!r}) builds on preset "
+                                  f"{name!r}, which no installed plugin registers")
+            chain.insert(0, name)
+            name = self.presets[name].base
+        return chain
 
     def default_preset(self) -> str | None:
         """The preset a plugin marked as default, if exactly one did."""
@@ -131,8 +147,9 @@ def _register(pm: pluggy.PluginManager, plugin: object, name: str, dist: str) ->
 
 
 def _load_entry_points(pm: pluggy.PluginManager) -> None:
+    only = _env_list("NAS_ONLY_PLUGINS")  # e.g. a test suite that must not see other installed plugins
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if pm.is_blocked(ep.name) or pm.get_plugin(ep.name) is not None:
+        if pm.is_blocked(ep.name) or pm.get_plugin(ep.name) is not None or (only and ep.name not in only):
             continue
         try:
             plugin = ep.load()
@@ -185,11 +202,13 @@ def collect_registries(pm: pluggy.PluginManager) -> Registries:
             _call(pm, hook_name, others, plugin_name, register)
 
         def register_preset(name: str, mapping: Any, *, doc: str = "", default: bool = False,
-                            _plugin: str = plugin_name) -> None:
+                            base: str | None = None, _plugin: str = plugin_name) -> None:
             unique(presets, "preset", name, _plugin)
             if not isinstance(mapping, dict):
                 raise PluginError(f"plugin {_plugin!r}: preset {name!r} must be a dict in the config layout")
-            presets[name] = Preset(mapping, _plugin, doc, bool(default))
+            if base is not None and not isinstance(base, str):
+                raise PluginError(f"plugin {_plugin!r}: preset {name!r}: base must be a preset name")
+            presets[name] = Preset(mapping, _plugin, doc, bool(default), base)
 
         def register_genotype(name: str, genotype: Any, *, doc: str = "", space: str | None = None,
                               _plugin: str = plugin_name) -> None:

@@ -1,4 +1,4 @@
-"""The DARTS bilevel optimizer (DARTS.md section 4): alternate an architecture step on a
+"""The DARTS bilevel optimizer (Liu et al., ICLR 2019, section 2.3): alternate an architecture step on a
 validation batch and a weight step on a training batch, with the same relaxation sample.
 
 Second order (xi > 0): the architecture gradient of L_val(w', alpha) with the virtual step
@@ -7,7 +7,7 @@ SGD iterate. The Hessian-vector product is a central finite difference in w. w' 
 live in plain tensors passed through ``torch.func.functional_call``: no copy of the network.
 
 Options that reproduce the public RNN code (Liu et al.'s ``rnn/architect.py``; docs/architecture.md):
-a training batch's ``lr_scale`` (a language-model window's length / bptt) scales the weight step's
+a training batch's ``lr_scale`` (a language-model window's drawn length / bptt) scales the weight step's
 lr and xi (``scale_lr_by_window``); the virtual step's gradient and the finite difference's
 direction are clipped to ``grad_clip`` (``clip_virtual_step``, ``clip_hessian_vector``); tied
 weights can stay at w in the virtual step (``step_tied_weights=False``).
@@ -92,7 +92,7 @@ class DartsOptimizer(BilevelOptimizer):
 
     def lr_scale(self, batch: Any) -> float:
         """The factor on this training batch's step size: the batch's ``lr_scale`` where it has one
-        (a language-model window: its length / bptt, so a short window's mean loss moves w less)."""
+        (a language-model window: its drawn length / bptt, so a short window's mean loss moves w less)."""
         return float(getattr(batch, "lr_scale", 1.0)) if self.opts.scale_lr_by_window else 1.0
 
     def arch_gradient(self, train_batch: Any, val_batch: Any, train_state: Any = None, val_state: Any = None, *,

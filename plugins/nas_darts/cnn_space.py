@@ -1,4 +1,4 @@
-"""The DARTS CNN search space (DARTS.md sections 1, 2 and 9): cells of 2 input nodes, N
+"""The DARTS CNN search space (Liu et al., ICLR 2019, sections 2.1 and 3.1.1, appendix A): cells of 2 input nodes, N
 intermediate nodes and a concatenated output, stacked with reduction cells at 1/3 and 2/3."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from nas_core import (ArchSpec, Cell, DataInfo, Genotype, GenotypeError, MixingWeights, RunContext, SearchSpace,
-                      Supernet, hookimpl)
+from nas_core import (ArchSpec, Cell, ConfigError, DataInfo, Genotype, GenotypeError, MixingWeights, RunContext,
+                      SearchSpace, Supernet, hookimpl)
 from nas_darts.ops import CNN_OPS, FactorizedReduce, PreActivated, make_op, relu_conv_bn
 from nas_darts.options import DartsCnnOptions
 
@@ -87,6 +87,9 @@ class _Stack(nn.Module):
     """Stem, cells and classifier head shared by the search and the discrete network."""
 
     def _build(self, opts: DartsCnnOptions, data: DataInfo, make_cell, multiplier) -> None:
+        if len(data.input_shape) != 3:
+            raise ConfigError(f"darts_cnn networks read images (input shape (channels, height, width)), not "
+                              f"inputs of shape {data.input_shape}: use an image dataset with the classification task")
         c, in_ch = opts.channels, data.input_shape[0]
         if opts.stem == "imagenet":
             self.stem = nn.Sequential(

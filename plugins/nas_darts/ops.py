@@ -1,4 +1,4 @@
-"""The DARTS candidate operations (DARTS.md section 2), for search (affine=False BN) and evaluation.
+"""The DARTS candidate operations (Liu et al., ICLR 2019, section 3.1.1), for search (affine=False BN) and evaluation.
 
 Conv ops are ReLU-Conv-BN. They are built as :class:`PreActivated` (ReLU, then ``body``) so the
 search cell can compute the ReLU of a node once and share it among every conv op reading it.

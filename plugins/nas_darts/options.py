@@ -57,8 +57,8 @@ def _dropout(_: object, attribute: attrs.Attribute, value: float) -> None:
 
 @attrs.frozen
 class DartsRnnOptions:
-    """The DARTS recurrent cell and its language model (DARTS.md section 9). The ``space`` section
-    holds the search network's options, ``network`` the evaluation network's (same keys)."""
+    """The DARTS recurrent cell and its language model (Liu et al., ICLR 2019, appendix A, and its
+    public code). The ``space`` section holds the search network's options, ``network`` the evaluation network's (same keys)."""
 
     emb: int = attrs.field(default=300, validator=attrs.validators.ge(1))  # embedding size (ninp)
     hid: int = attrs.field(default=300, validator=attrs.validators.ge(1))  # hidden size (nhid); must equal emb (tied)
@@ -97,7 +97,7 @@ class DartsOptions:
     # min(1, grad_clip / ||grad_w' L_val||) (the points w +- eps*v do not move: eps = fd_eps / ||v||)
     clip_hessian_vector: bool = False
     # scale the weight step's lr, and so xi, by the training batch's ``lr_scale`` (language_model:
-    # its window's length / bptt), as the public RNN code does; batches without one (images): 1
+    # its window's drawn length / bptt), as the public RNN code does; batches without one (images): 1
     scale_lr_by_window: bool = True
     # darts_2nd: the virtual step moves tied weights (the RNN's embedding, also its decoder) like
     # every other weight: the paper's w'. False leaves them at w, which is what the public RNN code

@@ -1,4 +1,5 @@
-"""The DARTS recurrent search space (DARTS.md sections 1, 2 and 9) and its language model.
+"""The DARTS recurrent search space and its language model (Liu et al., ICLR 2019, sections 2.1
+and 3.1.2, appendix A).
 
 One cell type, ``recurrent``: node 0 is computed from x_t and h_{t-1} (``c0, h0 = split([x, h]
 W_0)``, ``s_0 = h + sigmoid(c0) * (tanh(h0) - h)``); each intermediate node j = 1..N takes one

@@ -1,4 +1,4 @@
-"""Softmax mixing (DARTS.md section 3): one alpha vector per edge, mixed by its softmax."""
+"""Softmax mixing (Liu et al., ICLR 2019, section 2.2): one alpha vector per edge, mixed by its softmax."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Top-k derivation (DARTS.md section 5): per node, the k strongest edges from distinct
+"""Top-k derivation (Liu et al., DARTS, ICLR 2019, section 2.4): per node, the k strongest edges from distinct
 predecessors, each with its strongest op other than the zero op."""
 
 from __future__ import annotations

@@ -11,35 +11,40 @@ Layout of a ``nas random`` directory::
     final/run_R/             --final: the winner trained with the full evaluation config
 
 A ``nas select`` directory holds ``select.json``, ``configs/{search,short,final}``, ``seed_I/search``
-and ``seed_I/short`` (+ ``seed_I/record.json``), ``selection.csv/.json``, ``genotype.json``, ``tb/``
-and ``final/``.
+and ``seed_I/short`` (+ ``seed_I/record.json``, and ``seed_I/running.json`` while a process works on
+the seed), ``selection.csv/.json``, ``genotype.json``, ``tb/`` and ``final/``. It appears complete
+with ``select.json`` and its configs (one rename), so processes started together with one ``--out``
+(``--only-seed``) find either nothing, and race to create it, or a selection to join.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import io
 import json
 import logging
 import math
 import os
+import shutil
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import yaml
 
-from nas_core import Config, ConfigError, Genotype, NasError, SearchSpace, Toolkit, write_text_atomic
+from nas_core import (Config, ConfigError, Genotype, NasError, SearchSpace, Toolkit, brief, create_text_exclusive,
+                      load_yaml, mark_run_dir, write_text_atomic)
 from nas_random.plugin import FINAL_PRESET_OF
 from nas_random.protocol import (CHECKPOINT_FILE, CONFIG_FLAGS, RECORD_FILE, RESULTS_FILE, check_resume_flags,
-                                 check_same_data, config_differences, error_text, format_test,
-                                 load_stage_config, log_failures, pick_metric, read_json, read_record,
-                                 save_stage_config, select_best, stage_config, tensorboard_scalars, train_candidate,
-                                 run_final, write_json, write_table)
+                                 check_same_data, config_differences, diverged, error_text, format_test, is_number,
+                                 load_stage_config, log_failures, pick_metric, read_mapping, read_record,
+                                 save_stage_config, saved_layout, seconds, select_best, short_stage_config, stage_config,
+                                 tensorboard_scalars, train_candidate, run_final, write_json, write_table)
 from nas_random.sampler import sample_candidate
 
 log = logging.getLogger("nas")
@@ -96,30 +101,62 @@ def _repeats(args: argparse.Namespace) -> int:
 
 
 def _manifest(root: Path, name: str, command: str) -> dict[str, Any]:
+    """``root``'s select.json or random.json, checked where a damaged one would misbehave."""
+    if not root.is_dir():
+        raise NasError(f"{root} does not exist" if not root.exists() else f"{root} is not a directory")
     if not (root / name).is_file():
         raise NasError(f"{root} is not a nas {command} directory (no {name})")
-    return read_json(root / name)
+    manifest = read_mapping(root / name)
+    bad = [] if type(manifest.get("seed")) is int else ["seed"]  # type(): a bool is no seed
+    if name == SELECT_FILE and not (type(manifest.get("seeds")) is int and manifest["seeds"] >= 1):
+        bad.append("seeds")
+    if name == RANDOM_FILE and manifest.get("samples") is None and not _positive(manifest.get("budget_s")):
+        bad.append("budget_s")
+    if bad:
+        raise NasError(f"{root / name} is damaged: " + ", ".join(f"{k} is {brief(manifest.get(k))}" for k in bad))
+    return manifest
+
+
+def _positive(value: Any) -> bool:
+    return is_number(value) and math.isfinite(value) and value > 0
 
 
 # -- nas random --------------------------------------------------------------------------------
 
 def budget_seconds(path: Path) -> float:
     """The recorded wall time of a finished search run, or of a nas select directory's searches
-    and short trainings (the selection protocol's whole cost)."""
+    and short trainings (the selection protocol's whole cost): a positive number of seconds."""
+    what = f"--budget-from {path}"
+    if not path.is_dir():
+        raise ConfigError(f"{what}: the directory does not exist" if not path.exists() else f"{what}: not a directory")
     if (path / SELECT_FILE).is_file():
-        total = 0.0
-        for seed_dir in sorted(path.glob("seed_*")):
-            record = read_record(seed_dir) or {}
-            for stage in ("search", "short"):
-                total += float((record.get(stage) or {}).get("wall_time_s", 0.0))
+        records = [read_record(seed_dir) or {} for seed_dir in sorted(path.glob("seed_*"))]
+        total = sum(float((r.get(stage) or {}).get("wall_time_s") or 0.0) for r in records
+                    for stage in ("search", "short"))  # read_record checked each wall time
         if total <= 0:
-            raise NasError(f"--budget-from {path}: no seed of this selection has a recorded wall time yet")
+            raise ConfigError(f"{what}: no seed of this selection has a recorded wall time yet")
         return total
     results = path / RESULTS_FILE
-    if not results.is_file() or "wall_time_s" not in read_json(results):
-        raise NasError(f"--budget-from {path}: no {RESULTS_FILE} with wall_time_s (name a finished search run "
-                       f"directory or a nas select directory)")
-    return float(read_json(results)["wall_time_s"])
+    wall_time = read_mapping(results).get("wall_time_s") if results.is_file() else None
+    if wall_time is None:
+        raise ConfigError(f"{what}: no {RESULTS_FILE} with wall_time_s (name a finished search run directory or a "
+                          f"nas select directory)")
+    total = seconds(wall_time, f"{what}: {results}")
+    if total <= 0:
+        raise ConfigError(f"{what}: {results} records a wall time of 0 s: no budget to spend")
+    return total
+
+
+def _budget(args: argparse.Namespace) -> float | None:
+    """The time budget in seconds (None: --samples), checked before anything is written: a NaN
+    or infinite budget would never be spent."""
+    if args.budget_from:
+        return sum(budget_seconds(Path(p)) for p in args.budget_from)
+    if args.budget_hours is None:
+        return None
+    if not _positive(args.budget_hours):
+        raise ConfigError(f"--budget-hours must be a positive number of hours, got {args.budget_hours}")
+    return args.budget_hours * 3600
 
 
 def _should_stop(manifest: Mapping[str, Any], index: int, records: Sequence[Mapping[str, Any]]) -> bool:
@@ -128,8 +165,9 @@ def _should_stop(manifest: Mapping[str, Any], index: int, records: Sequence[Mapp
     spent = sum(float(r.get("wall_time_s") or 0.0) for r in records)
     if not records:
         return False
-    # start another candidate only if the budget left covers the mean candidate so far
-    return spent + spent / len(records) > manifest["budget_s"]
+    # start another candidate only if the budget left covers the mean candidate so far (written
+    # so that a NaN anywhere stops the search instead of never stopping it)
+    return not spent + spent / len(records) <= manifest["budget_s"]
 
 
 def random_search(args: argparse.Namespace, toolkit: Toolkit) -> int:
@@ -145,17 +183,16 @@ def random_search(args: argparse.Namespace, toolkit: Toolkit) -> int:
         if args.samples is not None and args.samples < 1:
             raise ConfigError(f"--samples must be at least 1, got {args.samples}")
         preset = args.preset or "random_short"
-        short = stage_config(toolkit, args, preset, args.short_set)
+        short = short_stage_config(toolkit, args, preset)
         final_preset = args.final_preset or FINAL_PRESET_OF.get(preset) or toolkit.registries.default_preset()
         final = _final_config(toolkit, args, final_preset)
         check_same_data({"short-budget": short, **({"final": final} if final is not None else {})})
         budget_from = [str(p) for p in args.budget_from or []]
-        budget_s = (sum(budget_seconds(Path(p)) for p in budget_from) if budget_from
-                    else args.budget_hours * 3600 if args.budget_hours is not None else None)
+        budget_s = _budget(args)
         if args.out and (Path(args.out) / RANDOM_FILE).is_file():
             raise NasError(f"{args.out} already holds a random search; continue it with --resume {args.out}")
         root = toolkit.new_run_dir(args.out, short, "random", force=args.force)
-        root.mkdir(parents=True, exist_ok=True)
+        mark_run_dir(root, "random")
         configs = {"short": short, "final": final}
         _save_configs(root, configs)
         manifest = {"command": "random", "seed": short.seed, "samples": args.samples, "budget_s": budget_s,
@@ -190,6 +227,9 @@ def random_search(args: argparse.Namespace, toolkit: Toolkit) -> int:
                                                                progress=progress))
             except Exception as e:  # noqa: BLE001 - recorded and reported, the search goes on
                 record.update(status="failed", error=error_text(e), wall_time_s=time.monotonic() - t0)
+            if record["status"] == "done" and (why := diverged(record["valid"], manifest["metric"])):
+                record.update(status="failed", error=why)
+            if record["status"] == "failed":
                 log.error("candidate %d failed: %s", index, record["error"])
             write_json(cand_dir / RECORD_FILE, record)
             if record["status"] == "done":
@@ -229,8 +269,10 @@ def random_search(args: argparse.Namespace, toolkit: Toolkit) -> int:
 # -- nas select --------------------------------------------------------------------------------
 
 class SeedLock:
-    """``seed_I/running.json`` while a process works on seed I: a second process skips that seed.
-    A lock left by a process that died on this host is taken over."""
+    """``seed_I/running.json`` (pid and host) while a process works on seed I: a second process
+    skips that seed. The file is created complete in one step, so one that does not read as a pid
+    and a host was left damaged by a crash; it is taken over, like one left by a process that
+    died on this host."""
 
     def __init__(self, seed_dir: Path):
         self.path = seed_dir / "running.json"
@@ -240,23 +282,38 @@ class SeedLock:
         """None when acquired, else who holds it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(2):
+        for _ in range(3):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+                create_text_exclusive(self.path, json.dumps(me))
             except FileExistsError:
                 try:
-                    holder = json.loads(self.path.read_text())
-                except (OSError, json.JSONDecodeError):
-                    holder = {}
-                if holder.get("host") == me["host"] and not _alive(int(holder.get("pid", 0))):
-                    self.path.unlink(missing_ok=True)
-                    continue
-                return f"process {holder.get('pid')} on {holder.get('host')}"
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
+                    data = self.path.read_bytes()
+                except FileNotFoundError:
+                    continue  # released meanwhile
+                holder = _live_holder(data, me["host"])
+                if holder is not None:
+                    return holder
+                self._remove_stale(data)
+                continue
             self.held = True
             return None
         return "another process"
+
+    def _remove_stale(self, data: bytes) -> None:
+        """Remove the stale lock that held ``data``; moved aside and compared first, so that a lock
+        another process took over meanwhile is put back, not removed."""
+        aside = self.path.with_name(f".{self.path.name}.{os.getpid()}.stale")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            if aside.read_bytes() != data:
+                os.link(aside, self.path)
+        except FileExistsError:  # a third process locked it meanwhile: it holds the seed
+            pass
+        finally:
+            aside.unlink(missing_ok=True)
 
     def release(self) -> None:
         if self.held:
@@ -264,12 +321,26 @@ class SeedLock:
             self.held = False
 
 
+def _live_holder(data: bytes, host: str) -> str | None:
+    """Who holds a lock that reads ``data``; None when it is stale: not a pid and a host, or a
+    process that is gone from this host (one on another host cannot be checked from here)."""
+    try:
+        holder = json.loads(data)
+    except ValueError:  # not JSON, or not text
+        return None
+    if not isinstance(holder, dict) or type(holder.get("pid")) is not int or not isinstance(holder.get("host"), str):
+        return None
+    if holder["host"] == host and not _alive(holder["pid"]):
+        return None
+    return f"process {holder['pid']} on {holder['host']}"
+
+
 def _alive(pid: int) -> bool:
     if pid <= 0:
         return False
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):
         return False
     except PermissionError:
         return True
@@ -277,9 +348,10 @@ def _alive(pid: int) -> bool:
 
 
 def run_seed(toolkit: Toolkit, root: Path, configs: Mapping[str, Config | None], index: int, base_seed: int, *,
-             device: str | None, progress: bool | None) -> dict[str, Any] | None:
+             metric: str, device: str | None, progress: bool | None) -> dict[str, Any] | None:
     """Search, then short training, for seed ``base_seed + index``; the record (None: another
-    process holds this seed). Finished stages are not run again; a failure is recorded."""
+    process holds this seed). Finished stages are not run again; a failure, or a short training
+    whose selection ``metric`` is not finite, is recorded as a failed seed."""
     seed_dir = root / f"seed_{index}"
     previous = read_record(seed_dir) or {}
     if previous.get("status") == "done":
@@ -308,7 +380,7 @@ def run_seed(toolkit: Toolkit, root: Path, configs: Mapping[str, Config | None],
                 genotype = toolkit.search(config, search_dir, resume=resume, progress=progress)
                 if genotype is None:
                     raise NasError(f"{search_dir}: the search derived no genotype")
-                results = read_json(search_dir / RESULTS_FILE) if (search_dir / RESULTS_FILE).is_file() else {}
+                results = read_mapping(search_dir / RESULTS_FILE) if (search_dir / RESULTS_FILE).is_file() else {}
                 record["search"] = {"wall_time_s": float(results.get("wall_time_s", time.monotonic() - t0)),
                                     "device": results.get("device", str(config.device)),
                                     "run_dir": str(search_dir.relative_to(root))}
@@ -330,7 +402,10 @@ def run_seed(toolkit: Toolkit, root: Path, configs: Mapping[str, Config | None],
             record.update(status="failed", stage=stage, error=error_text(e))
             if stage == "short" and "search" in record:
                 record["wall_time_s"] = record["search"]["wall_time_s"] + time.monotonic() - t0
-            log.error("seed %d failed in its %s: %s", seed, stage, record["error"])
+        if record["status"] == "done" and (why := diverged(record["valid"], metric)):
+            record.update(status="failed", stage="short", error=why)
+        if record["status"] == "failed":
+            log.error("seed %d failed in its %s: %s", seed, record["stage"], record["error"])
         write_json(seed_dir / RECORD_FILE, record)
         return record
     finally:
@@ -344,15 +419,17 @@ def select(args: argparse.Namespace, toolkit: Toolkit) -> int:
         check_resume_flags(args, (*CONFIG_FLAGS, "seeds", "short_preset", "final_preset", "metric"))
         root = Path(args.resume)
         manifest = _manifest(root, SELECT_FILE, "select")
+        _check_only_seed(args, manifest["seeds"])
         configs = _load_configs(toolkit, root, stages, args.device)
     else:
         if not args.seeds or args.seeds < 1:
             raise ConfigError("nas select needs --seeds N (at least 1)")
+        _check_only_seed(args, args.seeds)
         search_preset = args.preset or toolkit.registries.default_preset()
         short_preset = args.short_preset or "random_short"
         final_preset = args.final_preset or search_preset
         search = stage_config(toolkit, args, search_preset, [])
-        short = stage_config(toolkit, args, short_preset, args.short_set)
+        short = short_stage_config(toolkit, args, short_preset)
         final = _final_config(toolkit, args, final_preset)
         check_same_data({"search": search, "short-budget": short, **({"final": final} if final is not None else {})})
         configs = {"search": search, "short": short, "final": final}
@@ -360,27 +437,21 @@ def select(args: argparse.Namespace, toolkit: Toolkit) -> int:
                     "short_preset": short_preset, "final_preset": final_preset, "metric": args.metric or "auto",
                     "optimizer": search.optimizer.name,
                     "space": search.space.name, "dataset": search.dataset.name}
-        if args.out and (Path(args.out) / SELECT_FILE).is_file():  # another process's selection: join it
-            root = Path(args.out)
-            _check_join(toolkit, root, manifest, configs)
-        else:
-            root = toolkit.new_run_dir(args.out, search, f"select-{search.optimizer.name}", force=args.force)
-            root.mkdir(parents=True, exist_ok=True)
-            _save_configs(root, configs)
-            write_json(root / SELECT_FILE, manifest)
+        root = _create_or_join(toolkit, args, configs, manifest)
     n = manifest["seeds"]
-    if args.only_seed is not None and not 0 <= args.only_seed < n:
-        raise ConfigError(f"--only-seed {args.only_seed}: this selection has seed indices 0..{n - 1}")
     indices = [args.only_seed] if args.only_seed is not None else list(range(n))
     for i in indices:
-        record = run_seed(toolkit, root, configs, i, manifest["seed"], device=args.device, progress=progress)
+        record = run_seed(toolkit, root, configs, i, manifest["seed"], metric=manifest["metric"], device=args.device,
+                          progress=progress)
         if record is not None and record.get("status") == "done":
             metric = pick_metric(record["valid"], manifest["metric"])
+            search_s = (record.get("search") or {}).get("wall_time_s")
             tensorboard_scalars(root, [(f"select/short_{metric}", record["valid"][metric], i),
-                                       ("select/search_wall_time_s", record["search"]["wall_time_s"], i),
+                                       ("select/search_wall_time_s", search_s, i),
                                        ("select/params_M", record.get("params", 0) / 1e6, i)])
-    records = [read_record(root / f"seed_{i}") or {"seed_index": i, "seed": manifest["seed"] + i,
-                                                   "status": "not run", "run_dir": f"seed_{i}"} for i in range(n)]
+    # which seed a record is for follows from where it lies, whatever the file says
+    records = [{**(read_record(root / f"seed_{i}") or {"status": "not run"}), "seed_index": i,
+                "seed": manifest["seed"] + i, "run_dir": f"seed_{i}"} for i in range(n)]
     for r in records:
         if r.get("status") == "searched":
             r["status"] = "running" if (root / r["run_dir"] / "running.json").is_file() else "interrupted"
@@ -419,24 +490,100 @@ def select(args: argparse.Namespace, toolkit: Toolkit) -> int:
     return 1 if failed else 0
 
 
-def _check_join(toolkit: Toolkit, root: Path, manifest: Mapping[str, Any], configs: Mapping[str, Config | None]) -> None:
-    saved = read_json(root / SELECT_FILE)
+def _check_only_seed(args: argparse.Namespace, n: int) -> None:
+    if args.only_seed is not None and not 0 <= args.only_seed < n:
+        raise ConfigError(f"--only-seed {args.only_seed}: this selection has seed indices 0..{n - 1}")
+
+
+def _create_or_join(toolkit: Toolkit, args: argparse.Namespace, configs: Mapping[str, Config | None],
+                    manifest: Mapping[str, Any]) -> Path:
+    """A new selection directory; or, when --out holds this selection already, that one (processes
+    started together with one --out, one per GPU, share it). Whichever process renames its complete
+    directory into place first creates it; the others find its select.json and join."""
+    search = configs["search"]
+    assert search is not None
+    for _ in range(3):  # each pass either returns, raises, or finds the directory another process made
+        if args.out and (Path(args.out) / SELECT_FILE).is_file():
+            return _join(Path(args.out), manifest, configs)
+        try:
+            root = toolkit.new_run_dir(args.out, search, f"select-{search.optimizer.name}", force=args.force)
+        except NasError:
+            if args.out and (Path(args.out) / SELECT_FILE).is_file():
+                continue  # created by another process since the check above
+            raise
+        if root.is_dir() and any(root.iterdir()):
+            # --force into a folder that holds other files: written in place, select.json last and
+            # exclusively, so of processes started together one creates the selection, the others join
+            mark_run_dir(root, "select")
+            _save_configs(root, configs)
+            try:
+                create_text_exclusive(root / SELECT_FILE, json.dumps(manifest, indent=2) + "\n")
+                return root
+            except FileExistsError:
+                continue
+        if _create_dir(root, lambda d: (mark_run_dir(d, "select"), _save_configs(d, configs),
+                                        write_json(d / SELECT_FILE, manifest))):
+            return root
+    raise NasError(f"--out {args.out}: other processes keep creating and removing it; try again")
+
+
+def _create_dir(root: Path, fill: Callable[[Path], Any]) -> bool:
+    """Create ``root`` (absent or an empty folder) complete: filled by ``fill`` beside it, then
+    renamed into place (rename(2) is atomic). False when another process created it first."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = root.with_name(f".{root.name}.{os.getpid()}.{time.time_ns()}.tmp")
+    staging.mkdir()
+    try:
+        fill(staging)
+        os.rename(staging, root)
+        return True
+    except OSError as e:
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            return False
+        raise NasError(f"cannot create {root}: {e.strerror or e}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _join(root: Path, manifest: Mapping[str, Any], configs: Mapping[str, Config | None]) -> Path:
+    """``root``, the selection another process started, if it was started with these settings."""
+    saved = _manifest(root, SELECT_FILE, "select")
     diffs = [k for k in ("seed", "seeds", "search_preset", "short_preset", "final_preset", "metric")
              if saved.get(k) != manifest.get(k)]
     for stage, config in configs.items():
         path = root / "configs" / stage / "config.yaml"
         if config is not None and path.is_file():
-            diffs += [f"{stage}: {k}" for k in config_differences(yaml.safe_load(path.read_text()),
-                                                                  config.layout())]
+            diffs += [f"{stage}: {k}" for k in config_differences(read_config(path), saved_layout(config))]
     if diffs:
         raise NasError(f"{root} already holds a selection with other settings ({', '.join(diffs)}); continue it with "
                        f"nas select --resume {root} [--only-seed I], or choose another --out")
     log.info("joining the selection in %s", root)
+    return root
 
 
 # -- nas compare -------------------------------------------------------------------------------
 
 FINAL_SECTIONS = ("task", "dataset", "network", "trainer", "train")  # and the space's name
+#: the columns of PREFIX.csv; its header line is how nas compare knows a CSV file it wrote
+CSV_COLUMNS = ("method", "metric", "mean", "std", "n", "params_M", "search_cost_hours", "cost_device", "devices",
+               "dataset", "runs")
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """A saved ``config.yaml`` (read safely, within bounds: no YAML tag builds an object), checked as far as a
+    comparison reads it: a mapping of sections with the dataset's name."""
+    try:
+        data = load_yaml(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise NasError(f"cannot read {path}: {' '.join(str(e).split())}") from None
+    if not isinstance(data, dict):
+        raise NasError(f"{path} is not a saved nas config: " + ("it is empty" if data is None else
+                                                                f"a {type(data).__name__}, not a mapping"))
+    bad = [k for k in (*FINAL_SECTIONS, "space") if k in data and not isinstance(data[k], dict)]
+    if bad or not (data.get("dataset") or {}).get("name"):
+        raise NasError(f"{path} is not a saved nas config: " + (f"{bad[0]} is not a section" if bad
+                                                                else "no dataset.name"))
+    return data
 
 
 def _eval_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
@@ -461,16 +608,17 @@ def describe_run(arg: str) -> dict[str, Any]:
         label, path_text = "", arg
     root = Path(path_text)
     if not root.is_dir():
-        raise NasError(f"{root} is not a directory")
+        raise NasError(f"{root} does not exist" if not root.exists() else f"{root} is not a directory")
     if (root / SELECT_FILE).is_file():
-        manifest = read_json(root / SELECT_FILE)
+        manifest = _manifest(root, SELECT_FILE, "select")
         records = [read_record(root / f"seed_{i}") or {} for i in range(manifest["seeds"])]
-        cost = sum(float((r.get(s) or {}).get("wall_time_s", 0.0)) for r in records for s in ("search", "short"))
+        cost = sum(float((r.get(s) or {}).get("wall_time_s") or 0.0) for r in records for s in ("search", "short"))
         devices = {str((r.get("search") or {}).get("device", "")) for r in records} - {""}
-        method, runs, short = label or manifest["optimizer"], _final_runs(root), root / "configs/short/config.yaml"
+        method, runs = label or str(manifest.get("optimizer")), _final_runs(root)
+        short = root / "configs/short/config.yaml"
         kind = f"select ({manifest['seeds']} seeds)"
     elif (root / RANDOM_FILE).is_file():
-        records = [read_json(p) for p in sorted((root / "candidates").glob(f"*/{RECORD_FILE}"))]
+        records = [read_record(p.parent) or {} for p in sorted((root / "candidates").glob(f"*/{RECORD_FILE}"))]
         cost = sum(float(r.get("wall_time_s") or 0.0) for r in records)
         devices = {str(r.get("device", "")) for r in records} - {""}
         method, runs, short = label or "random", _final_runs(root), root / "configs/short/config.yaml"
@@ -479,10 +627,22 @@ def describe_run(arg: str) -> dict[str, Any]:
         method, runs, short, cost, devices, kind = label or "train", [root], None, None, set(), "train"
     else:
         raise NasError(f"{root} is neither a nas select, a nas random nor a finished nas train directory")
-    finals = [{**read_json(p / RESULTS_FILE), "config": yaml.safe_load((p / "config.yaml").read_text()), "dir": str(p)}
-              for p in runs]
-    return {"dir": str(root), "method": method, "kind": kind, "finals": finals, "cost_s": cost, "devices": devices,
-            "short": yaml.safe_load(short.read_text()) if short is not None and short.is_file() else None}
+    return {"dir": str(root), "method": method, "kind": kind, "finals": [_final_results(p) for p in runs],
+            "cost_s": cost, "devices": devices, "short": read_config(short) if short is not None and short.is_file()
+            else None}
+
+
+def _final_results(run_dir: Path) -> dict[str, Any]:
+    """The results of one finished training run (its test metrics, params) and its config."""
+    path = run_dir / RESULTS_FILE
+    results = read_mapping(path)
+    if "genotype" in results and not any(k.startswith("test_") for k in results):
+        raise NasError(f"{run_dir} is a search run: it has no test metric to compare; train the cell it found with "
+                       f"nas train --genotype {run_dir} and compare that training run")
+    bad = [k for k, v in results.items() if (k.startswith("test_") or k == "params") and not is_number(v)]
+    if bad:
+        raise NasError(f"{path} is damaged: {bad[0]} is {brief(results[bad[0]])}, not a number")
+    return {**results, "config": read_config(run_dir / "config.yaml"), "dir": str(run_dir)}
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
@@ -513,10 +673,51 @@ def check_comparable(runs: Sequence[Mapping[str, Any]]) -> None:
                            f"{', '.join(diffs)}")
 
 
+def compare_prefix(args: argparse.Namespace, runs: Sequence[Mapping[str, Any]]) -> Path:
+    """--out, else ``comparison`` in the folder that holds the compared run directories."""
+    if args.out:
+        if Path(args.out).name in ("", ".", ".."):
+            raise ConfigError(f"--out {args.out}: name the files' prefix, e.g. --out runs/table1")
+        return Path(args.out)
+    folders = sorted({os.path.dirname(os.path.abspath(run["dir"])) for run in runs})
+    if len(folders) > 1:
+        raise ConfigError(f"the compared runs are in different folders ({', '.join(folders)}); name the table's "
+                          f"files with --out PREFIX")
+    return Path(runs[0]["dir"]).parent / "comparison"
+
+
+def _written_by_compare(path: Path) -> bool:
+    """Whether ``path`` starts as the tables nas compare writes do (those it may replace)."""
+    try:
+        with path.open() as f:
+            first = f.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if path.suffix == ".csv":
+        return first == ",".join(CSV_COLUMNS)
+    return first.startswith("Dataset ") and "; test metric " in first
+
+
+def check_outputs(paths: Sequence[Path], force: bool) -> None:
+    """Before writing anything: no output may be a folder, nor, unless ``force``, a file that
+    nas compare did not write."""
+    for path in paths:
+        if path.is_dir():
+            raise ConfigError(f"{path} is a directory; name the table's files with another --out PREFIX")
+        if path.exists() and not force and not _written_by_compare(path):
+            raise ConfigError(f"{path} exists and nas compare did not write it; name the table's files with another "
+                              f"--out PREFIX, or pass --force to replace it")
+
+
 def compare(args: argparse.Namespace, toolkit: Toolkit) -> int:
     runs = [describe_run(a) for a in args.runs]
     check_comparable(runs)
-    metric = pick_metric(runs[0]["finals"][0], args.metric, prefix="test_")
+    prefix = compare_prefix(args, runs)
+    md_path, csv_path = prefix.with_name(prefix.name + ".md"), prefix.with_name(prefix.name + ".csv")
+    check_outputs((md_path, csv_path), args.force)
+    first = runs[0]["finals"][0]
+    metric = pick_metric({k: v for k, v in first.items() if k.startswith("test_")}, args.metric, prefix="test_")
+    dataset = first["config"]["dataset"]["name"]  # the same for all: check_comparable
     methods: dict[str, list[Mapping[str, Any]]] = {}
     for run in runs:
         methods.setdefault(run["method"], []).append(run)
@@ -545,21 +746,22 @@ def compare(args: argparse.Namespace, toolkit: Toolkit) -> int:
                          "std": "" if std is None else scale * std, "n": len(values),
                          "params_M": sum(params) / len(params) if params else "",
                          "search_cost_hours": "" if cost_h is None else cost_h, "cost_device": unit,
-                         "devices": "; ".join(sorted(devices)), "dataset": runs[0]["finals"][0]["config"]["dataset"]["name"],
+                         "devices": "; ".join(sorted(devices)), "dataset": dataset,
                          "runs": "; ".join(run["dir"] for run in group)})
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(row) + " |" for row in rows]
-    dataset = runs[0]["finals"][0]["config"]["dataset"]["name"]
     text = (f"Dataset {dataset}; test metric {metric} (mean +- std over final runs; search cost per run of the "
             f"method: searches plus short trainings, or all random candidates)\n\n" + "\n".join(md) + "\n")
     print(text, end="")
-    prefix = Path(args.out or "comparison")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(prefix.with_name(prefix.name + ".md"), text)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, list(csv_rows[0]))
+    writer = csv.DictWriter(buf, CSV_COLUMNS)
     writer.writeheader()
     writer.writerows(csv_rows)
-    write_text_atomic(prefix.with_name(prefix.name + ".csv"), buf.getvalue())
-    print(f"\nwritten: {prefix}.md, {prefix}.csv")
+    try:
+        prefix.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(md_path, text)
+        write_text_atomic(csv_path, buf.getvalue())
+    except OSError as e:
+        raise NasError(f"cannot write {prefix}.md/.csv: {e.strerror or e}") from None
+    print(f"\nwritten: {md_path}, {csv_path}")
     return 0

@@ -87,10 +87,10 @@ def _configure_random(toolkit_add: Callable[[argparse.ArgumentParser], None]) ->
                               "repeatable, summed)")
         how.add_argument("--budget-hours", type=float, metavar="H", help="sample until H hours of wall time are spent")
         _common(parser)
-        parser.description = ("Random search baseline (DARTS.md section 7): cells drawn uniformly from the space, each "
-                              "trained with the short-budget preset (--preset, default random_short), the best kept "
-                              "by validation. --final trains it with --final-preset (default: demo for random_short, "
-                              "paper for random_short_paper).")
+        parser.description = ("Random search baseline (Liu et al., ICLR 2019, section 3.2): cells drawn uniformly "
+                              "from the space, each trained with the short-budget preset (--preset, default "
+                              "random_short), the best kept by validation. --final trains it with --final-preset "
+                              "(default: demo for random_short, paper for random_short_paper).")
     return configure
 
 
@@ -102,13 +102,14 @@ def _configure_select(toolkit_add: Callable[[argparse.ArgumentParser], None]) ->
                             help="short-budget training preset (default random_short; random_short_paper with "
                                  "--preset paper)")
         parser.add_argument("--only-seed", type=int, metavar="I",
-                            help="run only seed index I's search and short training (one process per GPU can "
-                                 "share a directory); then `nas select --resume DIR` selects")
+                            help="run only seed index I's search and short training (processes started together "
+                                 "with one --out share the directory, e.g. one per GPU); then `nas select --resume "
+                                 "DIR` selects")
         _common(parser)
-        parser.description = ("The selection protocol (DARTS.md section 7): search with N seeds (--preset, default "
-                              "the default preset), train each derived cell with the short budget, keep the best "
-                              "by validation; --final trains it with --final-preset (default: the search preset) "
-                              "and reports its test metric.")
+        parser.description = ("The selection protocol (Liu et al., ICLR 2019, section 3.2): search with N seeds "
+                              "(--preset, default the default preset), train each derived cell with the short budget, "
+                              "keep the best by validation; --final trains it with --final-preset (default: the "
+                              "search preset) and reports its test metric.")
     return configure
 
 
@@ -118,7 +119,11 @@ def _configure_compare(parser: argparse.ArgumentParser) -> None:
                              "LABEL, or the same search optimizer) are averaged")
     parser.add_argument("--metric", default="auto",
                         help="test metric (auto: test_top1_error, else test_perplexity, else test_loss)")
-    parser.add_argument("--out", metavar="PREFIX", help="write PREFIX.md and PREFIX.csv (default: comparison)")
+    parser.add_argument("--out", metavar="PREFIX",
+                        help="write PREFIX.md and PREFIX.csv (default: comparison.md and comparison.csv in the "
+                             "folder holding the compared run directories; runs in different folders need --out). "
+                             "Tables nas compare wrote before are replaced; any other file is refused")
+    parser.add_argument("--force", action="store_true", help="replace PREFIX.md and PREFIX.csv whoever wrote them")
 
 
 @hookimpl

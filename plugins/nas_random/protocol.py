@@ -23,7 +23,7 @@ from typing import Any
 import attrs
 import yaml
 
-from nas_core import Config, ConfigError, Genotype, NasError, Toolkit, write_text_atomic
+from nas_core import Config, ConfigError, Genotype, NasError, Toolkit, brief, write_text_atomic
 
 log = logging.getLogger("nas")
 
@@ -43,6 +43,18 @@ def stage_config(toolkit: Toolkit, args: argparse.Namespace, preset: str | None,
     ns = copy.copy(args)
     ns.preset, ns.set = preset, [*args.set, *extra_sets]
     return toolkit.config_from_args(ns)
+
+
+def short_stage_config(toolkit: Toolkit, args: argparse.Namespace, preset: str | None) -> Config:
+    """The short-budget stage's config: its trainings select on validation and never read the test
+    set (train.test_model=none, whatever the preset or --short-set say): only a final evaluation does."""
+    return stage_config(toolkit, args, preset, [*args.short_set, "train.test_model=none"])
+
+
+def saved_layout(config: Config) -> dict[str, Any]:
+    """``config`` as its saved ``config.yaml`` reads back (YAML has lists where the config has
+    tuples): what a saved config is compared with."""
+    return yaml.safe_load(yaml.safe_dump(config.layout(), sort_keys=False))
 
 
 def save_stage_config(root: Path, stage: str, config: Config) -> None:
@@ -100,8 +112,16 @@ CONFIG_FLAGS = ("task", "dataset", "space", "relaxation", "optimizer", "trainer"
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise NasError(f"cannot read {path}: {e}") from None
+
+
+def read_mapping(path: Path) -> dict[str, Any]:
+    """A JSON file nas wrote as an object (results, records, manifests), checked."""
+    value = read_json(path)
+    if not isinstance(value, dict):
+        raise NasError(f"{path} is damaged: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def write_json(path: Path, value: Any) -> None:
@@ -109,8 +129,39 @@ def write_json(path: Path, value: Any) -> None:
     write_text_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def seconds(value: Any, where: str) -> float:
+    """A recorded wall time: a finite number of seconds >= 0, else a NasError naming ``where``."""
+    if not is_number(value) or not math.isfinite(value) or value < 0:
+        raise NasError(f"{where}: wall_time_s is {brief(value)}, not a finite number of seconds >= 0")
+    return float(value)
+
+
 def read_record(path: Path) -> dict[str, Any] | None:
-    return read_json(path / RECORD_FILE) if (path / RECORD_FILE).is_file() else None
+    """``path/record.json`` (None when there is none yet), checked: a finished record has numeric
+    validation metrics; recorded wall times are finite numbers of seconds."""
+    file = path / RECORD_FILE
+    if not file.is_file():
+        return None
+    record = read_mapping(file)
+    valid, genotype = record.get("valid"), record.get("genotype")
+    if record.get("status") == "done" and not (isinstance(valid, dict) and valid and isinstance(genotype, dict)
+                                               and all(is_number(v) for v in valid.values())):
+        raise NasError(f"{file} is damaged: a finished record needs numeric valid metrics (has {brief(valid)}) and a "
+                       f"genotype; move it away to run that part again")
+    parts = {"record": record, **{stage: record[stage] for stage in ("search", "short") if stage in record}}
+    for name, part in parts.items():
+        if not isinstance(part, dict):
+            raise NasError(f"{file} is damaged: {name} is {brief(part)}, not an object")
+        if part.get("wall_time_s") is not None:
+            seconds(part["wall_time_s"], f"{file} ({name})")
+    sizes = [k for k in SIZE_KEYS if k in record and not is_number(record[k])]
+    if sizes:
+        raise NasError(f"{file} is damaged: {sizes[0]} is {brief(record[sizes[0]])}, not a number")
+    return record
 
 
 def error_text(e: BaseException) -> str:
@@ -123,7 +174,7 @@ def train_run(toolkit: Toolkit, config: Config, genotype: Genotype, run_dir: Pat
     """Train (or resume, or report) ``genotype`` in ``run_dir``; returns (results, valid metrics)."""
     resume = (run_dir / CHECKPOINT_FILE).is_file()
     if resume:
-        config = toolkit.saved_config(run_dir, device)
+        config = toolkit.resume_config(run_dir, device)
     results = toolkit.train(config, genotype, run_dir, resume=resume, progress=progress, phase=phase)
     return results, {k: float(v) for k, v in results.items() if k.startswith("valid_")}
 
@@ -161,10 +212,17 @@ def higher_is_better(metric: str) -> bool:
     return metric.endswith(("acc", "accuracy"))
 
 
+def diverged(valid: Mapping[str, float], requested: str = "auto") -> str | None:
+    """Why a finished training cannot be selected: its selection metric is NaN or infinite (it
+    diverged). Such a candidate counts as failed; None when the metric is a finite number."""
+    metric = pick_metric(valid, requested)
+    return None if math.isfinite(valid[metric]) else f"{metric} is {valid[metric]} (the training diverged)"
+
+
 def select_best(records: Sequence[Mapping[str, Any]], requested: str = "auto") -> tuple[Mapping[str, Any], str]:
     """The finished record with the best validation metric (ties: the first), and that metric's name.
 
-    Reads ``record["valid"]`` only."""
+    Reads ``record["valid"]`` only; a NaN or infinite metric never wins."""
     done = [r for r in records if r.get("status") == "done"]
     if not done:
         raise NasError("no candidate finished: nothing to select")
@@ -173,8 +231,12 @@ def select_best(records: Sequence[Mapping[str, Any]], requested: str = "auto") -
     for r in done:
         if metric not in r["valid"]:
             raise NasError(f"{r.get('run_dir')}: no {metric} recorded")
-    best = min(range(len(done)), key=lambda i: (sign * float(done[i]["valid"][metric]), i))
-    return done[best], metric
+    finite = [r for r in done if math.isfinite(r["valid"][metric])]
+    if not finite:
+        raise NasError(f"every finished candidate has a non-finite {metric} "
+                       f"({', '.join(str(r['valid'][metric]) for r in done)}): nothing to select")
+    best = min(range(len(finite)), key=lambda i: (sign * float(finite[i]["valid"][metric]), i))
+    return finite[best], metric
 
 
 # -- tables ------------------------------------------------------------------------------------
@@ -235,7 +297,7 @@ def run_final(toolkit: Toolkit, root: Path, config: Config, genotype: Genotype, 
     config; the test metrics are read here, after the selection, and only here."""
     final = root / "final"
     marker = final / "winner.json"
-    if marker.is_file() and read_json(marker).get("genotype") != genotype.to_dict():
+    if marker.is_file() and read_mapping(marker).get("genotype") != genotype.to_dict():
         raise NasError(f"{final} trained another winner than the one selected now ({winner}); move {final} away "
                        f"to train the new one")
     write_json(marker, {**winner, "genotype": genotype.to_dict()})

@@ -1,8 +1,8 @@
 """The ``nt_asgd`` trainer: SGD that switches to averaged SGD when validation stops improving
-(non-monotonically triggered ASGD, Merity et al. 2017; the DARTS RNN evaluation, DARTS.md section 9).
+(non-monotonically triggered ASGD, Merity et al. 2017; the DARTS RNN evaluation, Liu et al., ICLR 2019, appendix A).
 
 * SGD without momentum, weight decay, gradient-norm clipping; each step's learning rate times
-  the window's ``lr_scale`` (its length / bptt) when the task's batches carry one, as the public
+  the window's ``lr_scale`` (its drawn length / bptt) when the task's batches carry one, as the public
   code does.
 * The trigger, decided in ``end_epoch`` from ``valid_loss`` exactly as the public code:
   ``len(history) > nonmono and valid_loss > min(history[:-nonmono])``, checked before the loss is

@@ -6,10 +6,17 @@ is held out for validation (0: train on all of it, the paper's protocol); test i
 
 A network may return ``(logits, auxiliary_logits)`` in training mode; the auxiliary loss is
 added with weight ``aux_weight``.
+
+Batches. Evaluation reads every example in file order. ``train`` is shuffled and keeps its last
+partial batch, as the DARTS evaluation code's loader, so every image is seen once per epoch;
+unless a process's share of it would hold a single example (a BatchNorm cannot train on one) or
+none: then it is dropped every epoch, which the log says once. The search's ``weights`` and
+``arch`` streams drop their last partial batch.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,6 +29,7 @@ from nas_core import ConfigError, Outcome, RunContext, Task, stream_seed
 from nas_tasks.image_datasets import LabelledImages
 from nas_tasks.options import ClassificationOptions
 
+log = logging.getLogger("nas")
 
 class Cutout:
     """Zero a square of ``size`` pixels centred on a random pixel, clipped at the border
@@ -112,6 +120,7 @@ class ClassificationTask(Task):
             self.sets["train"] = {"train": data.train, "test": data.test}
         if options.cutout > 0:
             self.sets["train"]["train"] = Augmented(self.sets["train"]["train"], Cutout(options.cutout))
+        self._told_dropped = False  # the log says once that the last training batch is dropped
 
     def streams(self, phase: str) -> tuple[str, ...]:
         return tuple(self.sets[phase])
@@ -131,15 +140,29 @@ class ClassificationTask(Task):
         if not evaluation and batch_size % run.world_size:
             raise ConfigError(f"batch size {batch_size} does not split evenly over {run.world_size} processes")
         sampler = SequentialSampler(dataset) if evaluation else RandomSampler(dataset, generator=generator)
+        drop_last = not evaluation and self._drops_last(stream, len(dataset), batch_size, run.world_size)
         # every rank draws the same global batches and keeps its share of each
-        batches = ShardedBatches(BatchSampler(sampler, batch_size, drop_last=not evaluation), run.rank,
-                                 run.world_size)
+        batches = ShardedBatches(BatchSampler(sampler, batch_size, drop_last=drop_last), run.rank, run.world_size)
         loader = DataLoader(dataset, batch_sampler=batches, num_workers=self.options.workers, generator=generator,
                             pin_memory=run.device.type == "cuda")
         return DeviceLoader(loader, run.device)
 
+    def _drops_last(self, stream: str, n: int, batch_size: int, world: int) -> bool:
+        """Whether a training stream drops its last partial batch (see the module's docstring)."""
+        if stream != "train":
+            return True  # the search's streams
+        rest = n % batch_size
+        if rest == 0 or rest // world >= 2:  # rest // world: the smallest of the processes' shares
+            return False
+        if not self._told_dropped:
+            self._told_dropped = True
+            per = f", {rest // world} on some of the {world} processes" if world > 1 else ""
+            log.info("the last training batch would hold %d of the %d examples (batch %d%s): dropped every epoch, "
+                     "as a BatchNorm cannot train on one example", rest, n, batch_size, per)
+        return True
+
     def check_batch_size(self, phase: str, batch_size: int, key: str) -> None:
-        # training streams drop their last partial batch: each must hold one whole batch
+        # each training stream must hold one whole batch
         for stream in ("weights", "arch") if phase == "search" else ("train",):
             n = len(self.sets[phase][stream])
             if n < batch_size:

@@ -1,5 +1,5 @@
 """The ``language_model`` task: word-level next-token prediction over batchified text, the
-hidden state carried from window to window, perplexity as the metric (DARTS.md section 9).
+hidden state carried from window to window, perplexity as the metric (Liu et al., ICLR 2019, appendix A).
 
 Streams. Search: ``weights`` reads the training text, ``arch`` the validation text, as the public
 code does (its ``search_data``). Training: ``train``, ``valid`` (every epoch) and ``test`` (once).
@@ -15,10 +15,15 @@ dropped, as the public ``batchify``) and read window by window, top to bottom:
 * the search's ``arch`` windows pair with the weight windows: the same offsets ``i`` taken modulo
   the validation rows, ``bptt`` long (the public ``get_batch(search_data, i % ...)``); both come
   from one plan drawn from a copy of ``run.generator("weights")``'s state, so they agree in any order.
-* evaluation: ``eval_batch_size`` columns, fixed ``bptt`` windows from row 0, every token once.
+* evaluation: ``eval_batch_size`` columns (``test_batch_size`` for the test: the public code's
+  ``train.py`` reads the test text as one column, one hidden state through all of it), fixed
+  ``bptt`` windows from row 0, every token once.
 
 A window is a :class:`Window` ``(inputs, targets, lr_scale)``; ``lr_scale = seq_len / bptt`` is
-what the public code multiplies the learning rate by for that step (the ``nt_asgd`` trainer does).
+what the public code multiplies the learning rate by for that step (the ``nt_asgd`` trainer and
+the search's weight step do). ``seq_len`` is the drawn length: the public code scales the rate
+before ``get_batch`` cuts the epoch's last window short at the end of the text, so that window
+keeps the scale of its drawn length.
 
 The model contract: ``model(tokens [T, B] long, hidden [B, H] or None)`` returns ``(logits
 [T, B, V], hidden [B, H], raw_output [T, B, H], dropped_output [T, B, H])`` where ``raw_output``
@@ -51,7 +56,7 @@ TRAINING_STREAMS = ("weights", "train")
 class Window(NamedTuple):
     inputs: Tensor  # [T, B] token ids
     targets: Tensor  # [T, B]: the next tokens
-    lr_scale: float = 1.0  # T / bptt for training windows (the public code scales the step's lr by it)
+    lr_scale: float = 1.0  # drawn length / bptt for training windows (the public code scales the step's lr by it)
 
 
 def batchify(ids: Tensor, columns: int) -> Tensor:
@@ -61,18 +66,21 @@ def batchify(ids: Tensor, columns: int) -> Tensor:
 
 
 class Windows:
-    """The windows of one stream for one epoch, made on the device as they are read."""
+    """The windows of one stream for one epoch, made on the device as they are read. ``drawn``:
+    each window's length as drawn, before the end of the text cut it (the lr scale's; default: its length)."""
 
-    def __init__(self, data: Tensor, spans: list[tuple[int, int]], bptt: int, device: torch.device):
+    def __init__(self, data: Tensor, spans: list[tuple[int, int]], bptt: int, device: torch.device,
+                 drawn: list[int] | None = None):
         self.data, self.spans, self.bptt, self.device = data, spans, bptt, device
+        self.drawn = drawn if drawn is not None else [length for _, length in spans]
 
     def __len__(self) -> int:
         return len(self.spans)
 
     def __iter__(self) -> Iterator[Window]:
-        for start, length in self.spans:
+        for (start, length), drawn in zip(self.spans, self.drawn):
             chunk = self.data[start:start + length + 1].to(self.device, non_blocking=True)
-            yield Window(chunk[:-1], chunk[1:], length / self.bptt)
+            yield Window(chunk[:-1], chunk[1:], drawn / self.bptt)
 
 
 class LanguageModelTask(Task):
@@ -94,9 +102,9 @@ class LanguageModelTask(Task):
             self._columns[key] = batchify(getattr(self.corpus, key[0]), batch_size)
         return self._columns[key]
 
-    def plan(self, rows: int, run: RunContext, search: bool) -> list[tuple[int, int]]:
-        """(start row, length) of each training window of the epoch, drawn from a copy of
-        ``run.generator("weights" or "train")`` (the generator itself is not advanced)."""
+    def plan(self, rows: int, run: RunContext, search: bool) -> list[tuple[int, int, int]]:
+        """(start row, length, drawn length) of each training window of the epoch, drawn from a copy
+        of ``run.generator("weights" or "train")`` (the generator itself is not advanced)."""
         o = self.options
         gen = torch.Generator().set_state(run.generator("weights" if search else "train").get_state())
         spans, i = [], 0
@@ -109,15 +117,15 @@ class LanguageModelTask(Task):
                 else:
                     length = max(5, int(bptt + 5 * float(torch.randn((), generator=gen))))
                     length = min(length, o.bptt + o.max_seq_len_delta)
-            length = max(1, min(length, rows - 1 - i))
-            spans.append((i, length))
-            i += length
+            cut = max(1, min(length, rows - 1 - i))  # the text's end shortens the last window
+            spans.append((i, cut, length))
+            i += cut
         return spans
 
     def loader(self, stream: str, *, batch_size: int, run: RunContext, evaluation: bool = False) -> Windows:
         o = self.options
         if evaluation:
-            data = _share(self.columns(stream, o.eval_batch_size), run)
+            data = _share(self.columns(stream, o.test_batch_size if stream == "test" else o.eval_batch_size), run)
             spans = [(i, min(o.bptt, len(data) - 1 - i)) for i in range(0, len(data) - 1, o.bptt)]
             return Windows(data, spans if data.shape[1] else [], o.bptt, run.device)
         if batch_size % run.world_size:
@@ -126,22 +134,28 @@ class LanguageModelTask(Task):
         if stream == "arch":  # paired with the weight windows: same offsets, modulo the validation rows
             train_rows = len(self.columns("weights", batch_size))
             wrap = len(data) - 1
-            spans = [(i % wrap, min(o.bptt, wrap - i % wrap)) for i, _ in self.plan(train_rows, run, True)]
+            spans = [(i % wrap, min(o.bptt, wrap - i % wrap)) for i, _, _ in self.plan(train_rows, run, True)]
             return Windows(_share(data, run), spans, o.bptt, run.device)
-        return Windows(_share(data, run), self.plan(len(data), run, stream == "weights"), o.bptt, run.device)
+        plan = self.plan(len(data), run, stream == "weights")
+        return Windows(_share(data, run), [(i, n) for i, n, _ in plan], o.bptt, run.device,
+                       drawn=[drawn for _, _, drawn in plan])
 
     def check_batch_size(self, phase: str, batch_size: int, key: str) -> None:
         """Every stream must fill two rows of its columns; a training window must fit its text."""
         o = self.options
+        evaluation = (o.eval_batch_size, "task.eval_batch_size")
+        if phase == "search" and batch_size < 2:  # batch-normalised search cells need 2 values per channel
+            raise ConfigError(f"{key}={batch_size}: a search reads at least 2 columns a batch (the search cell "
+                              f"batch-normalises its nodes over the batch)")
         if phase == "search":
-            checks = [("weights", batch_size, key), ("arch", batch_size, key), ("arch", o.eval_batch_size, None)]
+            checks = [("weights", batch_size, key), ("arch", batch_size, key), ("arch", *evaluation)]
         else:
-            checks = [("train", batch_size, key), ("valid", o.eval_batch_size, None), ("test", o.eval_batch_size, None)]
+            checks = [("train", batch_size, key), ("valid", *evaluation),
+                      ("test", o.test_batch_size, "task.test_batch_size")]
         for stream, columns, setting in checks:
             source = SOURCES[stream]
             tokens = len(getattr(self.corpus, source))
             rows = tokens // columns
-            setting = setting or "task.eval_batch_size"
             if rows < 2:
                 raise ConfigError(f"{setting}={columns} is too large for the {tokens} tokens of the {source} text of "
                                   f"{self.corpus.name!r}: each of its columns needs 2 tokens or more")

@@ -34,9 +34,11 @@ class CifarOptions:
 class ImageFolderOptions:
     train_dir: str = "train"  # class folders of training images under --data-root
     test_dir: str = "val"  # class folders of test images (ImageNet's validation set)
-    image_size: int = 224  # training crop and test centre crop
-    resize: int = 256  # test images are resized to this before the centre crop
-    color_jitter: float = 0.4  # brightness/contrast/saturation jitter of training images (0: off)
+    image_size: int = attrs.field(default=224, validator=attrs.validators.ge(1))  # training crop, test centre crop
+    resize: int = attrs.field(default=256, validator=attrs.validators.ge(1))  # test images: resized, then cropped
+    # brightness/contrast/saturation jitter of training images (0: off; torchvision's ColorJitter
+    # takes no negative factor)
+    color_jitter: float = attrs.field(default=0.4, validator=attrs.validators.ge(0))
 
 
 @attrs.frozen
@@ -53,7 +55,9 @@ class SgdOptions:
 @attrs.frozen
 class LanguageModelOptions:
     bptt: int = attrs.field(default=35, validator=attrs.validators.ge(1))  # the nominal window (time steps)
-    eval_batch_size: int = attrs.field(default=10, validator=attrs.validators.ge(1))  # columns when evaluating
+    eval_batch_size: int = attrs.field(default=10, validator=attrs.validators.ge(1))  # columns when validating
+    # columns when testing: 1 as the DARTS RNN evaluation code (one hidden state through the whole test text)
+    test_batch_size: int = attrs.field(default=1, validator=attrs.validators.ge(1))
     # training windows vary in length as in the public code (fixed bptt when false)
     variable_bptt: bool = True
     max_seq_len_delta: int = attrs.field(default=20, validator=attrs.validators.ge(0))  # cap: bptt + this (training)

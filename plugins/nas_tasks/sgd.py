@@ -35,6 +35,10 @@ class SgdTrainer(Trainer):
 
     def end_epoch(self, run: RunContext, metrics: Mapping[str, float]) -> dict[str, float]:
         lr = self.optimizer.param_groups[0]["lr"]
+        # Stepped after the epoch (torch's documented order since 1.1), epoch e of E trains at
+        # lr_min + (lr - lr_min) (1 + cos(pi e / E)) / 2, from lr at epoch 0 to just above lr_min.
+        # The DARTS code steps before each epoch under PyTorch 0.3, whose scheduler starts at
+        # last_epoch -1: the same sequence (under torch >= 1.1 that order skips the first value).
         self.scheduler.step()
         return {"lr": lr}
 

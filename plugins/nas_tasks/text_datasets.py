@@ -6,7 +6,10 @@ corpora ship in, e.g. the AWD-LSTM/DARTS ``data/penn`` and ``data/wikitext-2`` f
 line is split on whitespace and ends with ``<eos>`` (an empty line gives a lone ``<eos>``). The
 vocabulary is that of ``train.txt``, ids in order of first appearance; these corpora already
 replace rare words by ``<unk>``, so a word of ``valid.txt`` or ``test.txt`` missing from it
-means mismatched files and is an error naming the word, the file and the line.
+means mismatched files and is an error naming the word, the file and the line. Files are read a
+line at a time, as the public code reads them, into int64 arrays (8 bytes a token), so that a
+large corpus (WikiText-103's train.txt is 540 MB) never sits in memory as text or word lists;
+a line may be at most MAX_LINE_CHARS long.
 
 ``pydoc_topics`` (the default, embedded: no download) is the English text of CPython's
 ``pydoc_data.topics.topics`` (the help topics of the running Python; Python 3.11: 79 topics,
@@ -24,19 +27,24 @@ exactly only on the same Python minor version; the log line of the task names th
 
 from __future__ import annotations
 
+from array import array
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import attrs
 import torch
 from torch import Tensor
 
-from nas_core import DataError, DataInfo
+from nas_core import DataError, DataInfo, brief
 from nas_tasks.options import PydocTopicsOptions, TextFolderOptions
 
 EOS, UNK = "<eos>", "<unk>"
 PARTS = ("train", "valid", "test")
+# These corpora hold one sentence (PTB) or one paragraph (WikiText) a line, far shorter than
+# this. Splitting a line holds all its words at once (about 45 bytes each): one 50 MB line took
+# 2.25 GB.
+MAX_LINE_CHARS = 1_000_000
 
 
 @attrs.frozen
@@ -59,17 +67,35 @@ def _line_tokens(lines: Iterable[str]) -> list[list[str]]:
     return [line.split() + [EOS] for line in lines]
 
 
-def _read_lines(name: str, path: Path) -> list[str]:
+def _check_file(name: str, path: Path) -> None:
+    if path.is_dir():
+        raise DataError(f"dataset {name!r}: {path} is a directory; expected a text file")
     if not path.is_file():
         raise DataError(f"dataset {name!r}: missing {path} (expected train.txt, valid.txt and test.txt in "
                         f"{path.parent})")
+
+
+def _file_words(name: str, path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, the line's words and ``<eos>``) for each line of ``path``, read a line at a time."""
+    blank = True
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8") as f:
+            for number, line in enumerate(iter(lambda: f.readline(MAX_LINE_CHARS + 1), ""), 1):
+                if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
+                    raise DataError(f"dataset {name!r}: {path} line {number} is longer than {MAX_LINE_CHARS} "
+                                    f"characters (these corpora hold one sentence or paragraph a line)")
+                words = line.split()
+                blank = blank and not words
+                yield number, words + [EOS]
     except (OSError, UnicodeDecodeError) as e:
         raise DataError(f"dataset {name!r}: cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
-    if not text.strip():
+    if blank:
         raise DataError(f"dataset {name!r}: {path} is empty")
-    return text.splitlines()
+
+
+def _ids(values: array) -> Tensor:
+    """An int64 tensor of ``values`` (an ``array('q')``: 8 bytes a token, where a list takes 36)."""
+    return torch.frombuffer(values, dtype=torch.int64) if len(values) else torch.zeros(0, dtype=torch.int64)
 
 
 def text_folder(name: str, options: TextFolderOptions, root: Path | None) -> TokenCorpus:
@@ -78,24 +104,26 @@ def text_folder(name: str, options: TextFolderOptions, root: Path | None) -> Tok
                         f"test.txt (word-level, one sentence per line)")
     folder = Path(root) / options.folder if options.folder else Path(root)
     if not folder.is_dir():
-        raise DataError(f"dataset {name!r}: {folder} is not a directory (dataset.folder={options.folder!r})")
-    lines = {part: _read_lines(name, folder / f"{part}.txt") for part in PARTS}
+        raise DataError(f"dataset {name!r}: {folder} is not a directory (dataset.folder={brief(options.folder)})")
+    for part in PARTS:  # all three, before reading a large train.txt
+        _check_file(name, folder / f"{part}.txt")
     index: dict[str, int] = {}
-    for words in _line_tokens(lines["train"]):
-        for w in words:
-            index.setdefault(w, len(index))
-    ids = {"train": torch.tensor([index[w] for words in _line_tokens(lines["train"]) for w in words])}
+    train = array("q")
+    for _, words in _file_words(name, folder / "train.txt"):
+        train.extend(index.setdefault(w, len(index)) for w in words)
+    ids = {"train": _ids(train)}
     for part in ("valid", "test"):
-        out = []
-        for number, words in enumerate(_line_tokens(lines[part]), 1):
+        out = array("q")
+        path = folder / f"{part}.txt"
+        for number, words in _file_words(name, path):
             for w in words:
                 i = index.get(w)
                 if i is None:
-                    raise DataError(f"dataset {name!r}: {folder / f'{part}.txt'} line {number}: word {w!r} is not "
-                                    f"in the vocabulary of train.txt (the three files must share one vocabulary; "
-                                    f"rare words are written {UNK})")
+                    raise DataError(f"dataset {name!r}: {path} line {number}: word {brief(w)} is not in the "
+                                    f"vocabulary of train.txt (the three files must share one vocabulary; rare "
+                                    f"words are written {UNK})")
                 out.append(i)
-        ids[part] = torch.tensor(out)
+        ids[part] = _ids(out)
     return TokenCorpus(name, tuple(index), ids["train"], ids["valid"], ids["test"])
 
 

@@ -9,6 +9,8 @@ import os
 import shlex
 import shutil
 import sys
+import threading
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -114,6 +116,27 @@ def png_bytes(genotype: Genotype) -> dict[str, bytes]:
     return {name: cell_graph(name, cell).pipe(format="png") for name, cell in genotype.cells.items()}
 
 
+# The event writer's background thread fails on a full disk (or a folder gone read-only) and
+# Python prints that thread's traceback; the writer raises the same error at its next use in the
+# run's thread, where nas reports it in one line. The hook below keeps those threads quiet.
+_writer_threads: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
+_previous_excepthook = threading.excepthook
+
+
+def _excepthook(args: threading.ExceptHookArgs) -> None:
+    if args.thread in _writer_threads and isinstance(args.exc_value, OSError):
+        return
+    _previous_excepthook(args)
+
+
+def _quiet_writer_threads(started: set[threading.Thread]) -> None:
+    """Silence the OSErrors of the threads that appeared since ``started`` (the writer's)."""
+    _writer_threads.update(set(threading.enumerate()) - started)
+    if threading.excepthook is not _excepthook:
+        global _previous_excepthook
+        _previous_excepthook, threading.excepthook = threading.excepthook, _excepthook
+
+
 class TensorBoardMonitor:
     """One run's writer; registered with the plugin manager for the run's lifetime."""
 
@@ -122,7 +145,9 @@ class TensorBoardMonitor:
 
         self.run = run
         self.prefix = run.phase
+        started = set(threading.enumerate())
         self.writer = SummaryWriter(str(run.dir / TENSORBOARD_DIR))
+        _quiet_writer_threads(started)
         if run.genotype is not None:  # training a fixed cell: draw it once (needs Graphviz's dot)
             import io
 
@@ -158,7 +183,14 @@ class TensorBoardMonitor:
 
     @hookimpl
     def nas_run_end(self, run: RunContext, genotype: Genotype | None, error: BaseException | None) -> None:
-        if run is self.run:
+        if run is not self.run:
+            return
+        run.plugin_manager.unregister(self)
+        try:
             self.writer.close()
-            run.plugin_manager.unregister(self)
-            log.info("watch it in TensorBoard:  %s", tensorboard_command(run.dir / TENSORBOARD_DIR))
+        except OSError as e:  # a failed run reports its own error; a finished one has all else written
+            if error is None:
+                log.warning("TensorBoard: could not finish writing %s: %s", run.dir / TENSORBOARD_DIR,
+                            e.strerror or e)
+            return
+        log.info("watch it in TensorBoard:  %s", tensorboard_command(run.dir / TENSORBOARD_DIR))

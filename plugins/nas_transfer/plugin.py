@@ -1,4 +1,4 @@
-"""Evaluators that re-stack a searched cell for a new task (DARTS.md section 8).
+"""Evaluators that re-stack a searched cell for a new task (Liu et al., ICLR 2019, section 3.4).
 
 Each evaluator contributes the target's settings as a config layer (dataset, evaluation network,
 training schedule) and trains with the core train engine. Command-line flags still win, so
@@ -12,7 +12,7 @@ from typing import Any
 
 from nas_core import hookimpl
 
-# DARTS.md sections 6 and 9: the mobile-setting ImageNet network and its schedule
+# Liu et al., ICLR 2019, section 3.4 and appendix A: the mobile-setting ImageNet network and its schedule
 IMAGENET = {
     "dataset": {"name": "imagefolder"},
     "task": {"name": "classification", "valid_split": 0.0, "cutout": 0, "aux_weight": 0.4, "label_smoothing": 0.1},
@@ -29,7 +29,7 @@ CIFAR100 = {
     "train": {"epochs": 600, "batch_size": 96},
 }
 
-# DARTS.md sections 6, 8 and 9: PTB -> WikiText-2, the same cell in the rnn_paper evaluation
+# Liu et al., ICLR 2019, section 3.4 and appendix A: PTB -> WikiText-2, the same cell in the rnn_paper evaluation
 # network and schedule (a new vocabulary: the embedding follows the target's)
 WIKITEXT2 = {
     "dataset": {"name": "wikitext2"},

@@ -133,3 +133,70 @@ def test_overlong_reason_ends_at_a_clause_boundary():
     assert len(reason) <= 200 and reason.endswith("of a very long message"), reason
     reason = _torch_reason(RuntimeError("x" * 500))
     assert 0 < len(reason) <= 200
+
+
+# -- resuming (issues 16 and 24) -------------------------------------------------------------------
+
+def test_each_process_resumes_its_own_buffers_and_random_streams(tmp_path):
+    from nas_core.checkpoint import rank_state, resume_from, saved_world_size
+
+    def net():
+        return torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+
+    ranks, model = [], net()
+    for rank in range(2):  # each process sees its own share of the batch: its own running statistics
+        torch.manual_seed(rank)
+        model(torch.randn(8, 3) + rank)
+        ranks.append(rank_state({"model": model}))
+    state = {"epoch": 0, "step": 1, "model": model.state_dict(), "rng": ranks[0]["rng"], "world_size": 2,
+             "ranks": ranks}
+    assert saved_world_size(state) == 2 and saved_world_size({"rng_ranks": [1, 2, 3]}) == 3
+    assert saved_world_size({}) == 1
+    for rank in range(2):
+        fresh = net()
+        torch.manual_seed(99)
+        resume_from(tmp_path / "checkpoint.pt", state, {"model": fresh}, rank=rank)
+        assert torch.equal(fresh[1].running_mean, ranks[rank]["buffers"]["model"]["1.running_mean"])
+        assert torch.equal(fresh[0].weight, model[0].weight)  # the weights are the same on every process
+        assert torch.equal(torch.get_rng_state(), ranks[rank]["rng"]["torch"])
+
+
+def toy(*args: str) -> int:
+    from nas_core import cli
+    from stubs import ToyPlugin
+
+    return cli.main(list(args), plugins=[ToyPlugin()], autoload=False)
+
+
+TOY = ["--preset", "toy", "--set", "search.epochs=1", "--set", "search.max_steps_per_epoch=2",
+       "--set", "train.epochs=1", "--set", "train.max_steps_per_epoch=2", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def toy_runs(tmp_path_factory):
+    """A finished search and a finished training of the toy components."""
+    root = tmp_path_factory.mktemp("toy")
+    assert toy("run", *TOY, "--out", str(root / "search")) == 0
+    assert toy("train", "--genotype", str(root / "search"), *TOY, "--out", str(root / "train")) == 0
+    return root
+
+
+@pytest.mark.parametrize("command, kind, right", [("train", "search", "run"), ("run", "train", "train")])
+def test_resuming_a_run_with_the_other_command_names_the_right_one(toy_runs, capsys, command, kind, right):
+    run_dir = toy_runs / kind
+    assert toy(command, "--resume", str(run_dir), "--no-progress") == 2
+    what = "search" if kind == "search" else "training"
+    assert capsys.readouterr().err == (f"nas: error: {run_dir} is a {what} run, which nas {command} cannot "
+                                       f"continue; continue it with: nas {right} --resume {run_dir}\n")
+
+
+def test_resume_removes_what_a_killed_checkpoint_write_left(toy_runs, capsys):
+    run_dir = toy_runs / "search"
+    stale = [run_dir / ".checkpoint.pt.k1ll3d_9.tmp", run_dir / ".results.json.abcdefgh.tmp"]
+    theirs = [run_dir / ".notes.abcdefgh.tmp", run_dir / "checkpoint.pt.abcdefgh.tmp", run_dir / "x.tmp"]
+    for path in stale + theirs:
+        path.write_bytes(b"partial")
+    assert toy("run", "--resume", str(run_dir), "--no-progress") == 0  # already complete: reports its result
+    assert "already complete" in capsys.readouterr().out
+    assert not any(path.exists() for path in stale)
+    assert all(path.read_bytes() == b"partial" for path in theirs)  # not of our naming: left alone

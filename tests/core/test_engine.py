@@ -49,6 +49,19 @@ def test_search_through_the_engine_writes_a_run(tmp_path, capsys):
     assert set(genotype) == {"cell"} and len(genotype["cell"]["nodes"]) == 2
 
 
+def test_a_training_with_test_model_none_never_reads_the_test_set(tmp_path, capsys):
+    """Candidates and short-budget runs of a selection: validation only (train.test_model=none)."""
+    toy = ToyPlugin()
+    assert nas("run", "--out", str(tmp_path / "search"), "--no-progress", plugins=[toy]) == 0
+    toy.tasks.clear()
+    assert nas("train", "--genotype", str(tmp_path / "search"), "--out", str(tmp_path / "train"), "--no-progress",
+               "--set", "train.test_model=none", plugins=[toy]) == 0
+    assert {stream for stream, _ in toy.tasks[0].seen} == {"train", "valid"}
+    results = json.loads((tmp_path / "train" / "results.json").read_text())
+    assert not any(k.startswith("test_") for k in results) and "valid_loss" in results
+    assert capsys.readouterr().out.splitlines()[-1].startswith("valid ")
+
+
 def test_carried_state_flows_batch_to_batch_and_resets_each_epoch(tmp_path):
     toy = ToyPlugin()
     assert nas("run", "--out", str(tmp_path / "run"), "--no-progress", "--set", "search.epochs=2",

@@ -100,3 +100,89 @@ def test_the_darts_recurrent_text_form_reads_and_writes_with_a_bare_concat(regis
     assert parse_darts_text(ours).genotype == rnn  # our own cell-named form too
     with pytest.raises(GenotypeError, match="bare 'concat' needs exactly one cell"):
         parse_darts_text("Genotype(normal=[('a', 0)], reduce=[('a', 0)], concat=[1])")
+
+
+# -- bounds (issue 16): nothing is built, evaluated or drawn beyond them ------------------------------
+
+def _text(normal: str, concat: str) -> str:
+    return f"Genotype(normal={normal}, normal_concat={concat})"
+
+
+PAIR = "('sep_conv_3x3', 0)"
+
+
+@pytest.mark.parametrize("text, message", [
+    (_text(f"[{PAIR}]", "range(2, 10000000000)"),
+     "normal_concat at line 1, column 63: 10000000000 is not a node index (at most 10000)"),
+    (_text(f"[{PAIR}]", "range(2, 200)"), "cell 'normal' has 198 intermediate nodes; a cell may have at most 64"),
+    (_text(f"[{PAIR}] * 2", "[2]"), "expected a list of (op, input) pairs"),
+    (_text(f"[{f'{PAIR}, ' * 600}]", "range(2, 4)"), "has 600 (op, input) pairs; a cell may have at most 512"),
+    (_text(f"[('sep_conv_3x3', 0x{'f' * 4000})]", "[2]"), "<an integer of about 4817 digits> is not a node index"),
+    (_text(f"[('sep_conv_3x3', {'-' * 50_000}1)]", "[2]"), "nested far too deeply"),
+    (_text(f"[('sep_conv_3x3', {'(' * 5000}1{')' * 5000})]", "[2]"), "not of the form Genotype(...)"),
+    (_text(f"[{PAIR}]", "[2]") + "\0", "not of the form Genotype(...)"),
+    (_text(f"[('{'x' * 90_000}', 1 + 1)]", "[2]"), "expected an integer, got '1 + 1'"),
+    (_text(f"[{PAIR}, {'x' * 90_000}]", "[2]"), "(90000 characters)"),
+])
+def test_text_beyond_the_bounds_is_refused_before_anything_is_built(text, message):
+    with pytest.raises(GenotypeError) as e:
+        parse_darts_text(text)
+    assert message in str(e.value) and len(str(e.value)) < 300
+
+
+def _json(nodes: str, concat: str = "[2]") -> str:
+    return f'{{"normal": {{"nodes": {nodes}, "concat": {concat}}}}}'
+
+
+PAIR_JSON = '["sep_conv_3x3", 0]'
+NODE = f"[{PAIR_JSON}, {PAIR_JSON}]"
+CELLS_17 = "{" + ", ".join(f'"c{i}": {{"nodes": [], "concat": []}}' for i in range(17)) + "}"
+
+
+@pytest.mark.parametrize("text, message", [
+    (_json("5"), "'nodes' must be a list of nodes, each a list of [op, input] pairs, got 5"),
+    (_json("null"), "'nodes' must be a list of nodes"),
+    (_json("[]", "2"), "'concat' must be a list of node indices, got 2"),
+    (_json(f"[{', '.join([NODE] * 65)}]"), "has 65 intermediate nodes; a cell may have at most 64"),
+    (_json(f"[[{', '.join([PAIR_JSON] * 513)}]]"), "has 513 (op, input) pairs"),
+    (_json("[]", f"[{', '.join(['2'] * 129)}]"), "has 129 concatenated nodes"),
+    (CELLS_17, "17 cell types; a genotype may have at most 16"),
+    (_json(f'[[["sep_conv_3x3", {"9" * 5000}]]]'), "(5000 characters) is not a node index"),
+    (_json('[[["sep_conv_3x3", 12345]]]'), "input index: 12345 is not a node index (at most 10000)"),
+    (_json('[[["sep_conv_3x3", 123456]]]'), "the number '123456' is not a node index"),
+    (_json("[]", "[-20000]"), "concat: -20000 is not a node index"),
+    ("[" * 100_000 + "]" * 100_000, "nested far deeper than the five levels of one"),
+    ('{"' + "n" * 100_000 + '": 5}', "(100000 characters): expected exactly the keys"),
+])
+def test_json_beyond_the_bounds_is_refused_before_anything_is_built(text, message):
+    with pytest.raises(GenotypeError) as e:
+        Genotype.from_json(text)
+    assert message in str(e.value) and len(str(e.value)) < 300
+
+
+def test_cells_built_in_code_are_bounded_too_where_they_are_checked_and_drawn():
+    from nas_core.draw import cell_graph
+    from nas_core.genotype import Cell
+
+    huge = Cell(tuple((("sep_conv_3x3", 0),) for _ in range(10_000)), (2,))
+    with pytest.raises(GenotypeError, match="cell 'normal' has 10000 intermediate nodes"):
+        Genotype({"normal": huge}).validate(CNN_OPS, 2)
+    with pytest.raises(GenotypeError, match="has 10000 intermediate nodes"):
+        cell_graph("normal", huge)
+    long_op = Genotype({"normal": Cell(((("o" * 1_000_000, 0),),), (2,))})
+    with pytest.raises(GenotypeError) as e:
+        long_op.validate(CNN_OPS, 2)
+    assert "(1000000 characters); valid ops: none" in str(e.value) and len(str(e.value)) < 300
+
+
+def test_files_and_names_beyond_the_bounds(tmp_path, registries):
+    big = tmp_path / "big.json"
+    big.write_text(" " * 1_000_001)
+    with pytest.raises(GenotypeError, match="is larger than 1000000 bytes"):
+        load_genotype(str(big), registries.genotypes)
+    (tmp_path / "latin1.json").write_bytes(b'{"caf\xe9": 1}')
+    with pytest.raises(GenotypeError, match="not UTF-8 text"):
+        load_genotype(str(tmp_path / "latin1.json"), registries.genotypes)
+    with pytest.raises(GenotypeError) as e:  # too long for a path name: not an OSError
+        load_genotype("g" * 100_000, registries.genotypes)
+    assert "(100000 characters) is neither a file" in str(e.value) and len(str(e.value)) < 300

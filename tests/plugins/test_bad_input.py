@@ -91,7 +91,7 @@ def test_a_folder_of_the_users_is_never_overwritten(tmp_path, capsys):
     (mine / "log.txt").write_text("my log")
     assert cli.main([*RUN, "--out", str(mine)]) == 2
     err = capsys.readouterr().err
-    assert "is a folder with files that is not a nas run directory" in err and "--force" in err
+    assert "is a folder with files that nas did not create" in err and "--force" in err
     assert files_under(mine) == ["config.yml", "log.txt"] and (mine / "log.txt").read_text() == "my log"
     assert cli.main([*RUN, "--out", str(mine), "--force"]) == 0
     assert (mine / "config.yml").read_text() == "my notes" and (mine / "checkpoint.pt").is_file()

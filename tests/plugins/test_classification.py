@@ -312,10 +312,12 @@ def test_a_resumed_epoch_reads_the_same_batches(demo):
     assert epoch1 == _order(task, "train", demo, seed=5, epoch=1) != epoch0
 
 
-def test_training_loaders_drop_the_last_partial_batch_and_evaluation_reads_all(demo):
+def test_train_keeps_its_last_partial_batch_search_streams_drop_it_and_evaluation_reads_all(demo):
     task = ClassificationTask(ClassificationOptions(valid_split=0.0), data=ids_data(10, n_test=5))
     run = make_run(demo)
-    assert [len(x) for x, _ in task.loader("train", batch_size=4, run=run)] == [4, 4]
+    assert [len(x) for x, _ in task.loader("train", batch_size=4, run=run)] == [4, 4, 2]  # as the DARTS code
+    assert [len(x) for x, _ in task.loader("weights", batch_size=4, run=run)] == [4]  # the search's 5 images
+    assert [len(x) for x, _ in task.loader("train", batch_size=3, run=run)] == [3, 3, 3]  # a batch of 1: dropped
     assert [len(x) for x, _ in task.loader("train", batch_size=4, run=run, evaluation=True)] == [4, 4, 2]
     assert [len(x) for x, _ in task.loader("test", batch_size=4, run=run, evaluation=True)] == [4, 1]
 

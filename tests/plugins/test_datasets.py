@@ -20,6 +20,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from conftest import OWN_PLUGINS
 from cifar_files import (
     CIFAR10_FILES,
     CIFAR10_FOLDER,
@@ -508,6 +509,7 @@ def nas_command() -> list[str]:
 def nas_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("NAS_")}
     env["NAS_DISABLE_PLUGINS"] = "tensorboard"
+    env["NAS_ONLY_PLUGINS"] = OWN_PLUGINS
     env["PYTHONWARNINGS"] = "ignore"
     env["OMP_NUM_THREADS"] = "1"  # tiny tensors: thread hand-offs cost more than they save (5x here)
     return env
@@ -660,10 +662,10 @@ def test_loader_does_not_consume_global_rng(demo):
     assert torch.equal(torch.get_rng_state(), state)
 
 
-def test_loader_drop_last_and_batch_too_large(demo):
+def test_loader_keeps_the_last_batch_and_refuses_a_batch_too_large(demo):
     task = ClassificationTask(ClassificationOptions(valid_split=0.0), data=ids_data(25))
     run = make_run(demo, phase="train")
-    assert [len(x) for x, _ in task.loader("train", batch_size=10, run=run)] == [10, 10]
+    assert [len(x) for x, _ in task.loader("train", batch_size=10, run=run)] == [10, 10, 5]
     evaluation = task.loader("train", batch_size=10, run=run, evaluation=True)
     assert len(evaluation) == 3 and [len(x) for x, _ in evaluation] == [10, 10, 5]
     assert _ids(evaluation) == list(range(25))

@@ -49,7 +49,8 @@ def nas(site: Path, *args: str, cwd: Path, disable: str = "tensorboard") -> subp
     command = [str(script)] if script.exists() else [sys.executable, "-m", "nas_core.cli"]
     paths = [str(site), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "NAS_DISABLE_PLUGINS": disable}
-    env.pop("NAS_NO_PLUGIN_AUTOLOAD", None)  # the point of these tests is autoloading
+    for var in ("NAS_NO_PLUGIN_AUTOLOAD", "NAS_ONLY_PLUGINS"):  # the point of these tests is autoloading
+        env.pop(var, None)
     return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
 
 
@@ -68,6 +69,23 @@ def test_nas_plugins_lists_the_example(site: Path, tmp_path: Path) -> None:
     assert "search spaces: tiny_mlp" in block
     assert "commands: tiny-mlp-info" in block
     assert "darts  (nas-toolkit" in proc.stdout  # built-ins still load beside it
+
+
+def test_listing_with_the_example_installed_loads_no_torch(site: Path, tmp_path: Path) -> None:
+    """Every nas command loads every plugin module: the example's must not import torch."""
+    code = ("import sys, contextlib, io\nfrom nas_core import cli\n"
+            "for args in (['list'], ['plugins'], ['--help']):\n"
+            "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+            "        cli.main(args)\n"
+            "print('torch' in sys.modules)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    for var in ("NAS_NO_PLUGIN_AUTOLOAD", "NAS_ONLY_PLUGINS"):
+        env.pop(var, None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "False"
+    assert "tiny_mlp" in nas(site, "list", "tiny*", cwd=tmp_path).stdout
 
 
 def test_the_plugin_command_is_listed_and_runs(site: Path, tmp_path: Path) -> None:
@@ -202,3 +220,23 @@ def test_unknown_space_option_is_a_one_line_error(site: Path, tmp_path: Path) ->
     assert "no_such_key" in lines[0]
     assert "valid keys" in lines[0] and "nodes" in lines[0] and "width" in lines[0]
     assert not (tmp_path / "runs").exists()  # config errors stop before a run directory is made
+
+
+def test_the_suite_sees_only_the_projects_plugins(tmp_path: Path) -> None:
+    """An installed plugin that adds a config section changes no test (tests/conftest.py sets
+    NAS_ONLY_PLUGINS), and is seen once a test lifts that."""
+    site = tmp_path / "site"
+    (site / "extras_probe-0.1.dist-info").mkdir(parents=True)
+    (site / "extras_probe-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: extras-probe\n"
+                                                                  "Version: 0.1\n")
+    (site / "extras_probe-0.1.dist-info" / "entry_points.txt").write_text("[nas]\nextras = extras_probe\n")
+    (site / "extras_probe.py").write_text(
+        "import attrs\nfrom nas_core import hookimpl\n\n@attrs.frozen\nclass Probe:\n    level: int = 1\n\n"
+        "@hookimpl\ndef nas_register_settings(register):\n    register('extras_probe', Probe)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    show = [sys.executable, "-m", "nas_core.cli", "config", "show"]
+    hermetic = subprocess.run(show, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+    assert hermetic.returncode == 0 and "extras_probe" not in hermetic.stdout, hermetic.stderr
+    env.pop("NAS_ONLY_PLUGINS")
+    open_ = subprocess.run(show, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+    assert open_.returncode == 0 and "extras_probe:" in open_.stdout, open_.stderr

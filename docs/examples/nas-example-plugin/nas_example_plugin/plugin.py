@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from nas_core import hookimpl
+from nas_core import hookimpl, lazy
 from nas_example_plugin import info
-from nas_example_plugin.tiny_mlp import TinyMlpOptions, TinyMlpSpace
+from nas_example_plugin.options import TinyMlpOptions
 
 
 @hookimpl
 def nas_register_spaces(register: Callable[..., None]) -> None:
-    # The options class turns into the config keys space.width and space.nodes.
-    register("tiny_mlp", TinyMlpSpace, options=TinyMlpOptions)
+    # The options class turns into the config keys space.width and space.nodes. lazy() imports
+    # the space (and torch) on first use, so `nas list` and `nas --help` stay torch-free.
+    register("tiny_mlp", lazy("nas_example_plugin.tiny_mlp:TinyMlpSpace"), options=TinyMlpOptions,
+             doc="one fully connected cell on flattened inputs")
 
 
 @hookimpl

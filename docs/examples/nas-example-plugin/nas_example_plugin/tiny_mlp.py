@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import attrs
 import torch
 from torch import Tensor, nn
 
 # Everything a plugin uses from the toolkit comes from the package itself: `nas_core`'s
 # submodules are internal and may move.
 from nas_core import ArchSpec, Cell, DataInfo, Genotype, GenotypeError, MixingWeights, SearchSpace, Supernet
+from nas_example_plugin.options import TinyMlpOptions
 
 CELL = "cell"  # the only cell type; the key of arch_weights, strengths and genotypes
 NUM_INPUTS = 1  # node 0, the stem output
@@ -37,14 +37,6 @@ OP_FACTORIES: dict[str, Callable[[int], nn.Module]] = {  # op name -> constructo
     "linear_relu": lambda width: nn.Sequential(nn.Linear(width, width), nn.ReLU()),
     "linear_tanh": lambda width: nn.Sequential(nn.Linear(width, width), nn.Tanh()),
 }
-
-
-@attrs.frozen
-class TinyMlpOptions:
-    """The config keys of the space: ``--set space.width=64``, ``--set space.nodes=4``."""
-
-    width: int = attrs.field(default=32, validator=attrs.validators.ge(1))  # features of every node
-    nodes: int = attrs.field(default=3, validator=attrs.validators.ge(1))  # intermediate nodes (supernet)
 
 
 def cell_edges(nodes: int) -> tuple[tuple[int, int], ...]:
