@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import torch
 from torch import nn
 
@@ -137,3 +141,19 @@ def test_recompute_and_memory_format_change_no_numbers():
     for loss, grads in results[1:]:
         assert torch.allclose(loss, results[0][0], rtol=1e-12)
         assert torch.allclose(grads, results[0][1], rtol=1e-9, atol=1e-12)
+
+
+def test_a_narrow_imagenet_network_trains_on_cpu():
+    """channels_last is off by default below 16 channels on large inputs: torch 2.14.1's CPU
+    convolution crashed (SIGSEGV) in the first reduction's backward at channels 4. In a subprocess,
+    so a crash fails this test rather than the suite."""
+    code = ("import torch\nfrom nas_core import DataInfo\nfrom nas_core.toolkit import Toolkit\n"
+            "from nas_darts.cnn_space import DartsCnnSpace\nfrom nas_darts.options import DartsCnnOptions\n"
+            "g = Toolkit.load().registries.genotypes['darts_v2'][0]\n"
+            "net = DartsCnnSpace(DartsCnnOptions(cells=3, channels=4, stem='imagenet', auxiliary=False))"
+            ".build_network(g, DataInfo((3, 224, 224), 10))\n"
+            "out = net(torch.randn(2, 3, 224, 224))\n"
+            "(out[0] if isinstance(out, tuple) else out).sum().backward()\nprint('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-500:]

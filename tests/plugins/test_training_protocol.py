@@ -23,6 +23,7 @@ from nas_tasks.options import ClassificationOptions, LanguageModelOptions, SgdOp
 from nas_tasks.sgd import SgdTrainer
 from nas_tasks.text_datasets import TokenCorpus
 from test_classification import ids_data, make_run
+from core.stubs import InterruptAfter
 
 # a constant lr (step schedule, gamma 1) and no drop-path: a run of N epochs is the first N
 # epochs of a longer one, so a shorter run can stand in for "the weights after epoch N"
@@ -49,16 +50,6 @@ class Scramble:
     @hookimpl
     def nas_epoch_end(self, epoch, metrics):
         self.valid_loss.append(metrics["valid_loss"])
-
-
-class InterruptAfter:
-    def __init__(self, epoch: int):
-        self.epoch = epoch
-
-    @hookimpl
-    def nas_epoch_end(self, epoch):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 def results(run: Path) -> dict:
