@@ -44,8 +44,11 @@ _EXPORTS = {
     "Genotype": "nas_core.genotype",
     "Cell": "nas_core.genotype",
     "cell_graph": "nas_core.draw",
+    "dot_available": "nas_core.draw",  # whether Graphviz's dot program can render cells
     "write_text_atomic": "nas_core.files",
     "mark_run_dir": "nas_core.run",
+    "run_kind": "nas_core.run",
+    "check_new_files": "nas_core.toolkit",  # refuse to replace files, check folders, before writing
     "create_text_exclusive": "nas_core.files",
     "lazy": "nas_core.registry",
     # errors

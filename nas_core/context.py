@@ -62,7 +62,9 @@ class RunContext:
     step: int = 0  # the global step, from 0 across epochs
     rank: int = 0
     world_size: int = 1
-    epoch_metrics: dict[str, float] = attrs.Factory(dict)  # components may add values for this epoch's report
+    # values for this epoch's metrics (cleared as it starts), from components (up to their end_epoch) and
+    # nas_should_stop rules (what they measured); per-step values go in StepResult.metrics instead
+    epoch_metrics: dict[str, float] = attrs.Factory(dict)
     metrics: dict[str, float] = attrs.Factory(dict)  # the last finished epoch's metrics
     wall_time_s: float = 0.0  # seconds the run has taken up to its last finished epoch, resumes included
     epochs_done: int = 0  # epochs finished (and checkpointed), resumes included

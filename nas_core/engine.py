@@ -120,6 +120,7 @@ def run_phase(phase: Phase, run: RunContext, *, restored: Mapping[str, Any] | No
             metrics.update(phase.end_epoch(run, metrics))
             metrics.update(run.epoch_metrics)
             stopped = distributed.broadcast(pm.hook.nas_should_stop(run=run, epoch=epoch, metrics=metrics))
+            metrics.update(run.epoch_metrics)  # and what the stopping rules measured (a Hessian eigenvalue)
             run.wall_time_s, run.epochs_done = base_time + time.monotonic() - started, epoch + 1
             if stopped is not None or epoch + 1 == run.epochs:
                 metrics.update(phase.final(run))

@@ -143,7 +143,12 @@ def nas_step_end(run: RunContext, step: int, metrics: Mapping[str, Tensor]) -> N
 
     :param step: global step index, counted from 0 across epochs.
     :param metrics: the step's metrics, flattened (``train_loss``, ``arch_loss``, ...), as detached
-        0-dim tensors on the run's device: reading one (``float(v)``) waits for the device.
+        0-dim tensors on the run's device (or the CPU): reading one (``float(v)``) waits for the device.
+        They are the groups of :class:`~nas_core.interfaces.StepResult` ``metrics``, the place for
+        any per-step value a component measures, not only losses: the DARTS optimizer adds the
+        step's learning rates (group ``lr``: ``lr_w``, ``lr_arch``) and the architecture gradient's
+        norm (``arch_grad_norm``). The epoch's metrics hold their means, each group through
+        ``Task.report`` (which passes keys it does not know through unchanged).
     """
 
 
@@ -154,7 +159,8 @@ def nas_epoch_end(run: RunContext, epoch: int, metrics: Mapping[str, float], gen
 
     :param epoch: the epoch that ended, counted from 0.
     :param metrics: epoch means of the step metrics, ``lr``, evaluation metrics (``valid_*``;
-        ``test_*`` after the last epoch of training) and what components added to ``run.epoch_metrics``.
+        ``test_*`` after the last epoch of training) and what components and ``nas_should_stop``
+        implementations added to ``run.epoch_metrics``.
     :param genotype: the genotype derived at the end of this epoch (search) or the one trained.
     :param strengths: :meth:`Relaxation.strengths`, per cell type ``[edges, ops]`` (empty in training).
     """
@@ -162,9 +168,14 @@ def nas_epoch_end(run: RunContext, epoch: int, metrics: Mapping[str, float], gen
 
 @hookspec(firstresult=True)
 def nas_should_stop(run: RunContext, epoch: int, metrics: Mapping[str, float]) -> str | None:
-    """Asked after each epoch's checkpoint: return a reason (a short sentence) to end the run
-    there, cleanly, or None to go on. The first non-None answer wins; the reason is logged and
-    saved, and ``--resume`` then reports the run as complete.
+    """Asked as each epoch ends, before its checkpoint: return a reason (a short sentence) to end
+    the run there, cleanly, or None to go on. The first non-None answer wins; the reason is logged
+    and saved, and ``--resume`` then reports the run as complete.
+
+    What a rule measures to decide goes into ``run.epoch_metrics`` (e.g. the dominant eigenvalue
+    of the architecture Hessian that RobustDARTS stops on, Zela et al., ICLR 2020): the engine adds
+    it to the epoch's metrics after asking, so it is checkpointed, logged and monitored
+    (TensorBoard: ``{phase}/{name}``) like any metric.
     """
 
 

@@ -58,6 +58,9 @@ class ArchSpec:
     num_inputs: int
     inputs_per_node: int  # the space's natural k: 2 for DARTS CNN cells, 1 for RNN cells
     zero_op: str | None = "none"  # the op meaning "no edge"; never chosen by a discretizer
+    # ops without weights (pooling, identity, zero): a derived cell made mostly of them is the
+    # "collapse" of DARTS that monitors count
+    parameter_free: tuple[str, ...] = ()
 
     def shape(self, cell_type: str) -> tuple[int, int]:
         return (len(self.edges[cell_type]), len(self.ops))
@@ -109,8 +112,11 @@ class StepResult:
 
     ``metrics`` maps a group to per-step values (detached 0-dim tensors, left on the device so a
     step never waits for the host), e.g. ``{"train": {"loss": ...}, "arch": {"loss": ...}}``;
-    the engine reports them as ``train_loss``, ``arch_loss``. ``state`` is the carried state
-    after the step: one entry per stream the step read.
+    the engine reports them as ``train_loss``, ``arch_loss``. Each group's epoch means go through
+    ``Task.report`` (which derives e.g. perplexity from ``loss``), so a group is a pass's stats,
+    with other values of that pass beside them (the DARTS optimizer adds ``lr`` to ``train`` and
+    ``arch``, ``grad_norm`` to ``arch``). ``state`` is the carried state after the step: one entry
+    per stream the step read.
     """
 
     metrics: Mapping[str, Mapping[str, Tensor]]

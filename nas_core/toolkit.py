@@ -86,16 +86,16 @@ class Toolkit:
 
     def read_config(self, data: Mapping[str, Any], source: str, device: str | None = None, *,
                     resuming: bool = False) -> Config:
-        """A saved config (``config.yaml``, a checkpoint's). Sections of plugins that are no longer
-        installed stay in the file and are reported: reading an old run needs none of them, but
-        continuing it does, since their plugin may have shaped what the run computes."""
+        """A saved config (``config.yaml``, a checkpoint's). Sections of plugins not loaded now
+        (uninstalled, or disabled with NAS_DISABLE_PLUGINS, as a monitor often is) stay in the file
+        and are reported, never fatal: nas cannot tell a monitor's settings from settings that shaped
+        the results, so a resume says which plugin to bring back if the run relied on it."""
         absent = [k for k in data if k not in top_keys(self.registries) and isinstance(data[k], Mapping)]
-        if absent and resuming:
-            raise ConfigError(f"{source} has the config section(s) {', '.join(map(repr, absent))} of plugins that "
-                              f"are not installed now; install them again to continue this run")
         if absent:
-            log.warning("%s: config section(s) %s of plugins not installed now are ignored", source,
-                        ", ".join(map(repr, absent)))
+            names = ", ".join(map(repr, absent))
+            log.warning("%s: config section(s) %s of plugins not loaded now are ignored%s", source, names,
+                        "; if this run relied on them, install or enable their plugin before resuming"
+                        if resuming else "")
         layers = [Layer({k: v for k, v in data.items() if k not in absent}, source)]
         if device:
             layers.append(Layer({"device": device}, "command line"))

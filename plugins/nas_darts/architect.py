@@ -62,8 +62,14 @@ class DartsOptimizer(BilevelOptimizer):
             a.grad = g
         self.a_opt.step()
         self.a_opt.zero_grad(set_to_none=True)
+        w_lr = self.w_opt.param_groups[0]["lr"] * self.lr_scale(train_batch)
+        arch_lr = self.a_opt.param_groups[0]["lr"]
         train_out = self.weight_step(train_batch, train_state, sample=sample, reduce=run.reduce)
-        return StepResult({"train": train_out.stats, "arch": val_out.stats},
+        # besides the losses, in the groups of the passes they belong to (every group goes through
+        # task.report, which expects a loss): the step sizes taken and the architecture gradient's
+        # norm, which monitors plot per step (epoch means: train_lr, arch_lr, arch_grad_norm)
+        return StepResult({"train": {**train_out.stats, "lr": torch.tensor(w_lr)},
+                           "arch": {**val_out.stats, "lr": torch.tensor(arch_lr), "grad_norm": _norm(arch_grads)}},
                           {"weights": train_out.state, "arch": val_out.state})
 
     def weight_step(self, batch: Any, state: Any = None, *, sample: Any = None, reduce: Reduce = list) -> Outcome:
@@ -145,7 +151,7 @@ class DartsOptimizer(BilevelOptimizer):
     def hessian_vector_product(self, v: Sequence[Tensor], batch: Any, state: Any = None,
                                sample: Any = None) -> list[Tensor]:
         """grad^2_{alpha, w} L_train(w, alpha) . v by central differences in w."""
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in v]))
+        norm = _norm(v)
         # a zero v gives w+ == w-, hence an exact zero; clamping instead of testing keeps the host out
         eps = self.opts.fd_eps / norm.clamp_min(torch.finfo(norm.dtype).tiny)
         with torch.no_grad():
@@ -200,9 +206,14 @@ def _clip(grads: Sequence[Tensor], max_norm: float) -> tuple[list[Tensor], Tenso
     """The gradients scaled to a total L2 norm of at most ``max_norm``, and the factor applied
     (the rule of ``torch.nn.utils.clip_grad_norm_``)."""
     with torch.no_grad():
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-        coef = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        coef = (max_norm / (_norm(grads) + 1e-6)).clamp(max=1.0)
         return [g * coef for g in grads], coef
+
+
+def _norm(tensors: Sequence[Tensor]) -> Tensor:
+    """The L2 norm of all ``tensors`` together, as a 0-dim tensor (no wait for the device)."""
+    with torch.no_grad():
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
 
 
 def _grad(loss: Tensor, inputs: list[Tensor]) -> list[Tensor]:

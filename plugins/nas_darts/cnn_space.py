@@ -12,7 +12,7 @@ from torch.utils.checkpoint import checkpoint
 from nas_core import (ArchSpec, Cell, ConfigError, DataInfo, Genotype, GenotypeError, MixingWeights, RunContext,
                       SearchSpace, Supernet, hookimpl)
 from nas_darts.ops import CNN_OPS, FactorizedReduce, PreActivated, make_op, relu_conv_bn
-from nas_darts.options import DartsCnnOptions
+from nas_darts.options import PARAMETER_FREE, DartsCnnOptions
 
 NUM_INPUTS = 2
 CELL_TYPES = ("normal", "reduce")
@@ -273,7 +273,8 @@ class DartsCnnSpace(SearchSpace):
     def arch_spec(self) -> ArchSpec:
         edges = cell_edges(self.options.nodes)
         return ArchSpec(ops=self.options.ops, edges={t: edges for t in CELL_TYPES},
-                        num_inputs=NUM_INPUTS, inputs_per_node=2, zero_op="none")
+                        num_inputs=NUM_INPUTS, inputs_per_node=2, zero_op="none",
+                        parameter_free=tuple(op for op in self.options.ops if op in PARAMETER_FREE))
 
     def build_supernet(self, data: DataInfo) -> DartsCnnSupernet:
         return DartsCnnSupernet(self.options, data)

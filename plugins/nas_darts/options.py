@@ -9,6 +9,9 @@ CNN_OPS: tuple[str, ...] = (
     "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
     "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
 )  # the order of DARTS' PRIMITIVES, so alpha rows line up with published alphas
+# ops with no weights in a normal cell (skip_connect is the identity there): the ops of the
+# "collapse" the DARTS successors fight; recurrent ops all have weights (the highway's W)
+PARAMETER_FREE: tuple[str, ...] = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect")
 
 
 def _check_ops(_: object, attribute: attrs.Attribute, ops: tuple[str, ...]) -> None:

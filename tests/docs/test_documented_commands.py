@@ -266,8 +266,8 @@ class DocumentRun:
         self.logs.mkdir()
         for name, content in USER_FILES.items():
             (self.cwd / name).write_text(content)
-        self.env = {**os.environ, "OMP_NUM_THREADS": "1", "NAS_DISABLE_PLUGINS": "tensorboard",
-                    "NAS_ONLY_PLUGINS": OWN_PLUGINS}
+        # as a new user runs them: every built-in plugin, the monitor (and `nas report`) included
+        self.env = {**os.environ, "OMP_NUM_THREADS": "1", "NAS_DISABLE_PLUGINS": "", "NAS_ONLY_PLUGINS": OWN_PLUGINS}
         self.started = 0
 
     def argv(self, command: Command) -> list[str]:

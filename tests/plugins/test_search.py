@@ -19,7 +19,7 @@ def test_end_to_end_search_on_digits_with_tensorboard(tmp_path):
     result = run_cli("run", "--space", "darts_cnn", "--optimizer", "darts_2nd", "--set", "search.epochs=2",
                      *TINY, "--out", str(run), env={"NAS_DISABLE_PLUGINS": ""})
     assert result.returncode == 0, result.stderr
-    assert "epoch 2/2" in result.stdout and f"tensorboard --logdir {run / 'tb'}" in result.stdout
+    assert "epoch 2/2" in result.stdout and f" --logdir_spec run:{run}" in result.stdout
     for name in ("config.yaml", "log.txt", "checkpoint.pt", "genotype.json",
                  "genotypes/epoch_001.json", "genotypes/epoch_002.json"):
         assert (run / name).is_file(), name
@@ -40,8 +40,8 @@ def test_end_to_end_search_on_digits_with_tensorboard(tmp_path):
         assert tag in tags["scalars"], tag
     assert [e.step for e in events.Scalars("search/lr")] == [1, 2]
     assert [e.step for e in events.Scalars("search_step/train_loss")] == [0, 1, 2, 3]
-    assert {"alpha_softmax/normal", "alpha_softmax/reduce"} <= set(tags["images"])
-    assert len(events.Images("alpha_softmax/normal")) == 2
+    assert {"alpha_heatmap/normal", "alpha_heatmap/reduce"} <= set(tags["images"])
+    assert len(events.Images("alpha_heatmap/normal")) == 3  # the start, then each epoch
     text_tags = {t.split("/text_summary")[0] for t in tags["tensors"]}
     assert {"genotype", "alpha_softmax/normal"} <= text_tags
 
