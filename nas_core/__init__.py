@@ -39,6 +39,7 @@ _EXPORTS = {
     "evaluate": "nas_core.engine",
     "Toolkit": "nas_core.toolkit",
     "Config": "nas_core.config",
+    "config_differences": "nas_core.config",  # which keys two saved configs disagree on
     "load_yaml": "nas_core.config",  # safe and bounded: for any YAML a plugin reads
     # genotypes
     "Genotype": "nas_core.genotype",

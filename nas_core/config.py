@@ -14,7 +14,7 @@ import copy
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -529,16 +529,18 @@ def resolve_device(name: str) -> Any:
     return device
 
 
-def config_differences(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
-    """The dotted keys where two configs in the YAML layout differ (top-level keys in ``ignore``
-    are skipped); YAML reads tuples back as lists, so the two compare equal here."""
+def config_differences(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple[str, ...] = (),
+                       sections: Iterable[str] | None = None) -> list[str]:
+    """The dotted keys where two configs in the YAML layout differ, over ``sections`` (default:
+    every top-level key) less ``ignore``; YAML reads tuples back as lists, so the two compare
+    equal here."""
     def same(x: Any, y: Any) -> bool:
         if isinstance(x, list | tuple) and isinstance(y, list | tuple):
             return len(x) == len(y) and all(same(i, j) for i, j in zip(x, y))
         return x == y
 
     out = []
-    for key in sorted(set(a) | set(b), key=str):
+    for key in sorted(set(a) | set(b), key=str) if sections is None else sections:
         if key in ignore:
             continue
         x, y = a.get(key), b.get(key)

@@ -37,13 +37,13 @@ from typing import Any
 import attrs
 import yaml
 
-from nas_core import (Config, ConfigError, Genotype, NasError, SearchSpace, Toolkit, brief, create_text_exclusive,
-                      load_yaml, mark_run_dir, write_text_atomic)
+from nas_core import (Config, ConfigError, Genotype, NasError, SearchSpace, Toolkit, brief, config_differences,
+                      create_text_exclusive, load_yaml, mark_run_dir, write_text_atomic)
 from nas_random.plugin import FINAL_PRESET_OF
-from nas_random.protocol import (CHECKPOINT_FILE, CONFIG_FLAGS, RECORD_FILE, RESULTS_FILE, check_resume_flags,
-                                 check_same_data, config_differences, diverged, error_text, format_test, is_number,
+from nas_random.protocol import (CHECKPOINT_FILE, CONFIG_FLAGS, IGNORED_KEYS, RECORD_FILE, RESULTS_FILE,
+                                 check_resume_flags, check_same_data, diverged, error_text, format_test, is_number,
                                  load_stage_config, log_failures, pick_metric, read_mapping, read_record,
-                                 save_stage_config, saved_layout, seconds, select_best, short_stage_config, stage_config,
+                                 save_stage_config, seconds, select_best, short_stage_config, stage_config,
                                  tensorboard_scalars, train_candidate, run_final, write_json, write_table)
 from nas_random.sampler import sample_candidate
 
@@ -553,7 +553,7 @@ def _join(root: Path, manifest: Mapping[str, Any], configs: Mapping[str, Config 
     for stage, config in configs.items():
         path = root / "configs" / stage / "config.yaml"
         if config is not None and path.is_file():
-            diffs += [f"{stage}: {k}" for k in config_differences(read_config(path), saved_layout(config))]
+            diffs += [f"{stage}: {k}" for k in config_differences(read_config(path), config.layout(), IGNORED_KEYS)]
     if diffs:
         raise NasError(f"{root} already holds a selection with other settings ({', '.join(diffs)}); continue it with "
                        f"nas select --resume {root} [--only-seed I], or choose another --out")
@@ -588,7 +588,7 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def _eval_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """What differs between two training configs in what the trained network and its test depend on."""
-    diffs = config_differences(a, b, FINAL_SECTIONS)
+    diffs = config_differences(a, b, IGNORED_KEYS, FINAL_SECTIONS)
     if (a.get("space") or {}).get("name") != (b.get("space") or {}).get("name"):
         diffs.append("space.name")
     return diffs

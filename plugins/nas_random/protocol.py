@@ -51,12 +51,6 @@ def short_stage_config(toolkit: Toolkit, args: argparse.Namespace, preset: str |
     return stage_config(toolkit, args, preset, [*args.short_set, "train.test_model=none"])
 
 
-def saved_layout(config: Config) -> dict[str, Any]:
-    """``config`` as its saved ``config.yaml`` reads back (YAML has lists where the config has
-    tuples): what a saved config is compared with."""
-    return yaml.safe_load(yaml.safe_dump(config.layout(), sort_keys=False))
-
-
 def save_stage_config(root: Path, stage: str, config: Config) -> None:
     path = root / "configs" / stage
     path.mkdir(parents=True, exist_ok=True)
@@ -67,22 +61,8 @@ def load_stage_config(toolkit: Toolkit, root: Path, stage: str, device: str | No
     return toolkit.saved_config(root / "configs" / stage, device)
 
 
+#: what may differ between the runs a protocol compares (each run has its own seed; the machine's)
 IGNORED_KEYS = ("seed", "device", "threads", "data_root")
-
-
-def config_differences(a: Mapping[str, Any], b: Mapping[str, Any], sections: Iterable[str] | None = None) -> list[str]:
-    """Dotted keys whose values differ (``seed``, ``device``, ``threads``, ``data_root`` ignored)."""
-    keys = sorted(set(a) | set(b)) if sections is None else list(sections)
-    out = []
-    for key in keys:
-        if key in IGNORED_KEYS:
-            continue
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, Mapping) and isinstance(vb, Mapping):
-            out += [f"{key}.{k}" for k in sorted(set(va) | set(vb)) if va.get(k) != vb.get(k)]
-        elif va != vb:
-            out.append(key)
-    return out
 
 
 def check_same_data(configs: Mapping[str, Config]) -> None:
