@@ -162,13 +162,13 @@ def show(args: argparse.Namespace, toolkit: Toolkit) -> int:
                      preset=None if space_name else registries.default_preset())
     require(config, registries, ("space",), "nas show")
     build(registries.spaces, config.space, SearchSpace).validate(genotype)
+    if args.out:  # checked before anything is printed or written
+        check_new_files(drawing_paths(genotype, Path(args.out)), "--out", force=args.force)
     print(format_darts_text(genotype))
     if not args.out:
         print("(draw the cells with --out PREFIX)")
         return 0
-    prefix = Path(args.out)
-    check_new_files(drawing_paths(genotype, prefix), "--out", force=args.force)
-    for path in draw(genotype, prefix):
+    for path in draw(genotype, Path(args.out)):
         print(f"wrote {path}")
     if not dot_available():
         print("PNG and SVG need Graphviz's `dot` program (Debian/Ubuntu: apt-get install graphviz; "

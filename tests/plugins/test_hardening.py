@@ -72,7 +72,8 @@ def test_show_writes_nothing_without_out_and_replaces_no_drawing(tmp_path, capsy
     assert "Genotype(" in capsys.readouterr().out and list(tmp_path.iterdir()) == []
     (tmp_path / "cell_normal.dot").write_text("mine")
     assert cli.main(["show", "darts_v2", "--out", "cell"]) == 2
-    one_error_line(capsys)
+    refused = capsys.readouterr()
+    assert refused.out == "" and refused.err.startswith("nas: error: --out: ") and refused.err.count("\n") == 1
     assert snapshot(tmp_path) == {"cell_normal.dot": b"mine"}
     assert cli.main(["show", "darts_v2", "--out", "cell", "--force"]) == 0
     assert (tmp_path / "cell_normal.dot").read_text().startswith("digraph")
