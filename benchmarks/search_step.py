@@ -5,6 +5,8 @@ reference in benchmarks/reference/, each measurement in a fresh subprocess.
     python benchmarks/search_step.py --scaling       # also batch 16/32/64 x 5/8 cells
     python benchmarks/search_step.py --smoke         # tiny config, 1 step (CI)
     python benchmarks/search_step.py --device cuda --json results.json
+    python benchmarks/search_step.py --baseline ../old --engines ours,baseline --modes darts_2nd
+                                                     # A/B: this tree against another checkout's code
 
 Figures from one run are comparable with each other; machines and days differ, so report
 ratios from the same run.
@@ -73,16 +75,18 @@ def _build(engine: str, mode: str, cfg: dict, device):
 
     info = DataInfo((in_ch, size, size), 10)
     space = DartsCnnSpace(DartsCnnOptions(cells=cfg["cells"], channels=cfg["channels"],
-                                          recompute_edges=engine == "ours_recompute"))
+                                          recompute_edges=engine == "ours_recompute"))  # baseline: as ours
     net = space.build_supernet(info).to(device)
     relax = SoftmaxRelaxation(SoftmaxOptions(), spec=space.arch_spec()).to(device)
     task = ClassificationTask(ClassificationOptions(valid_split=0.0), data=LabelledImages(list(zip(*train)), [], info))
     opt = DartsOptimizer(DartsOptions(), supernet=net, relaxation=relax, task=task, epochs=50,
                          second_order=mode == "darts_2nd")
 
-    class Run:  # what a step asks of the run: a generator per stream, the (identity) reduction
+    class Run:  # what a step asks of the run: a generator per stream, the (identity) reduction, the epoch
         generator = staticmethod(lambda stream: torch.Generator().manual_seed(0))
         reduce = staticmethod(list)
+        epoch = 0
+        components: dict = {}
 
     def step():
         if mode == "weight":
@@ -145,9 +149,12 @@ def measure(engine: str, mode: str, cfg: dict) -> dict:
 # the driver
 # ---------------------------------------------------------------------------------------------
 
-def run_one(engine: str, mode: str, cfg: dict, timeout: float) -> dict | None:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", engine, mode, "--config", json.dumps(cfg)]
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+def run_one(engine: str, mode: str, cfg: dict, timeout: float, baseline: Path | None = None) -> dict | None:
+    """``engine`` "baseline" is "ours" with the code of the ``baseline`` checkout imported first."""
+    worker = "ours" if engine == "baseline" else engine
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", worker, mode, "--config", json.dumps(cfg)]
+    trees = [baseline, baseline / "plugins"] if engine == "baseline" and baseline else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*trees, ROOT, os.environ.get("PYTHONPATH", "")]))}
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
     except subprocess.TimeoutExpired:
@@ -157,7 +164,7 @@ def run_one(engine: str, mode: str, cfg: dict, timeout: float) -> dict | None:
         why = "killed (out of memory?)" if proc.returncode < 0 else proc.stderr.strip()[-1500:]
         print(f"  {engine}/{mode}: failed with exit code {proc.returncode}: {why}", flush=True)
         return None
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = {**json.loads(proc.stdout.strip().splitlines()[-1]), "engine": engine}
     print(f"  {engine:15s} {mode:10s} {result['seconds']:8.3f} s/step", flush=True)
     return result
 
@@ -175,7 +182,12 @@ def print_table(results: list[dict]) -> None:
 
 
 def ratios(results: list[dict]) -> dict[str, float]:
-    by = {(r["engine"], r["mode"]): r for r in results}
+    """Ratios of the medians over repeated measurements (--repeat)."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["engine"], r["mode"]), []).append(r)
+    by = {key: {**rs[0], "seconds": statistics.median(r["seconds"] for r in rs),
+                "peak_extra_mb": statistics.median(r["peak_extra_mb"] for r in rs)} for key, rs in groups.items()}
     out: dict[str, float] = {}
     for engine in ("ours", "ours_recompute"):
         for mode in MODES:
@@ -187,6 +199,9 @@ def ratios(results: list[dict]) -> dict[str, float]:
             for mode in ("darts_1st", "darts_2nd"):
                 if (engine, mode) in by:
                     out[f"{engine} {mode}/weight time"] = by[engine, mode]["seconds"] / by[engine, "weight"]["seconds"]
+    for mode in MODES:
+        if ("ours", mode) in by and ("baseline", mode) in by:
+            out[f"ours/baseline {mode} time"] = by["ours", mode]["seconds"] / by["baseline", mode]["seconds"]
     return out
 
 
@@ -205,6 +220,9 @@ def main() -> None:
     p.add_argument("--scaling", action="store_true", help="also ours darts_2nd at batch 16/32/64 x cells 5/8")
     p.add_argument("--smoke", action="store_true", help="tiny config, one step: checks the script runs")
     p.add_argument("--json", type=Path, help="write all results here")
+    p.add_argument("--baseline", type=Path, help="engine 'baseline': our step with the code of this checkout "
+                                                  "(e.g. a git worktree of an earlier commit), for A/B comparisons")
+    p.add_argument("--repeat", type=int, default=1, help="measure every engine/mode this many times, interleaved")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per measurement")
     p.add_argument("--worker", nargs=2, metavar=("ENGINE", "MODE"), help=argparse.SUPPRESS)
     p.add_argument("--config", help=argparse.SUPPRESS)
@@ -218,8 +236,8 @@ def main() -> None:
     cfg = {k: getattr(args, k) for k in ("device", "batch", "cells", "channels", "image", "steps", "warmup", "threads")}
     print(f"search step, darts_cnn: batch {args.batch}, {args.cells} cells, C={args.channels}, "
           f"{args.image}x{args.image}x3, 10 classes, device {args.device}\n")
-    results = [r for e in args.engines.split(",") for m in args.modes.split(",")
-               if (r := run_one(e, m, cfg, args.timeout)) is not None]
+    results = [r for _ in range(args.repeat) for e in args.engines.split(",") for m in args.modes.split(",")
+               if (r := run_one(e, m, cfg, args.timeout, args.baseline)) is not None]
     print()
     print_table(results)
     print()
@@ -238,7 +256,7 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"results": results, "ratios": table, "scaling": scaling}, indent=2) + "\n")
         print(f"\nwrote {args.json}")
-    if any(r is None for r in results) or len(results) < len(args.engines.split(",")) * len(args.modes.split(",")):
+    if len(results) < args.repeat * len(args.engines.split(",")) * len(args.modes.split(",")):
         raise SystemExit(1)
 
 

@@ -32,6 +32,14 @@ _EXPORTS = {
     "Outcome": "nas_core.interfaces",
     "StepResult": "nas_core.interfaces",
     "SEARCH_STREAMS": "nas_core.interfaces",
+    "MixedEdge": "nas_core.interfaces",
+    "Catalog": "nas_core.interfaces",  # what a space builds from: registered ops and mixed edges
+    "Perturbation": "nas_core.interfaces",
+    "OBJECTIVES": "nas_core.interfaces",
+    "add_loss_terms": "nas_core.interfaces",  # the regularisers components add to a pass's loss
+    "Operation": "nas_core.registry",
+    "installed_catalog": "nas_core.toolkit",
+    "build_space": "nas_core.components",  # a space from a Component, with the registered catalog
     "TRAIN_STREAMS": "nas_core.interfaces",
     # the run
     "RunContext": "nas_core.context",
@@ -39,6 +47,10 @@ _EXPORTS = {
     "evaluate": "nas_core.engine",
     "Toolkit": "nas_core.toolkit",
     "Config": "nas_core.config",
+    "Component": "nas_core.config",  # a chosen component in a Config: name and validated options
+    "component_field": "nas_core.config",  # an options field choosing a registered component
+    "operations_field": "nas_core.config",  # an options field listing registered candidate operations
+    "Phase": "nas_core.engine",  # one kind of run, for a discretizer's final phases
     "config_differences": "nas_core.config",  # which keys two saved configs disagree on
     "load_yaml": "nas_core.config",  # safe and bounded: for any YAML a plugin reads
     # genotypes
@@ -52,6 +64,36 @@ _EXPORTS = {
     "check_new_files": "nas_core.toolkit",  # refuse to replace files, check folders, before writing
     "create_text_exclusive": "nas_core.files",
     "lazy": "nas_core.registry",
+    # a run read back (also Toolkit.load_search / load_training) and the run directory's files
+    "SearchRecord": "nas_core.records",
+    "TrainingRecord": "nas_core.records",
+    "load_search": "nas_core.records",
+    "load_training": "nas_core.records",
+    "read_results": "nas_core.records",  # results.json, checked (None while the run has not finished)
+    "run_type": "nas_core.records",  # search, train, ... (the marker's kind, else what the files say)
+    "epoch_genotype_paths": "nas_core.records",  # a search's genotypes/epoch_NNN.json by epoch
+    "read_json_object": "nas_core.records",
+    "write_json": "nas_core.records",
+    "is_number": "nas_core.records",
+    "recorded_seconds": "nas_core.records",  # a recorded wall time, checked
+    "CONFIG_FILE": "nas_core.run",
+    "CHECKPOINT_FILE": "nas_core.run",
+    "RESULTS_FILE": "nas_core.run",
+    "GENOTYPE_FILE": "nas_core.run",
+    "GENOTYPES_DIR": "nas_core.records",
+    # the working files of multi-step commands (nas select, nas random): stage configs, step records, locks
+    "RunLock": "nas_core.steps",
+    "LOCK_FILE": "nas_core.steps",
+    "SIZE_KEYS": "nas_core.steps",
+    "read_record": "nas_core.steps",
+    "write_record": "nas_core.steps",
+    "save_stage_config": "nas_core.steps",
+    "load_stage_config": "nas_core.steps",
+    "has_stage_config": "nas_core.steps",
+    "config_changes": "nas_core.steps",  # config_differences of two Configs, less seed and machine keys
+    "check_same_data": "nas_core.steps",
+    "check_resume_flags": "nas_core.toolkit",
+    "CONFIG_FLAGS": "nas_core.toolkit",
     # errors
     "NasError": "nas_core.errors",
     "ConfigError": "nas_core.errors",

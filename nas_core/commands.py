@@ -10,7 +10,7 @@ from pathlib import Path
 import attrs
 
 from nas_core import distributed
-from nas_core.components import build
+from nas_core.components import build, build_space
 from nas_core.files import write_text_atomic
 from nas_core.config import Component, Config, Layer, load_yaml_file, require, resolve, to_yaml
 from nas_core.errors import ConfigError, GenotypeError, NasError
@@ -32,12 +32,13 @@ def _resume_dir(args: argparse.Namespace, extra_flags: tuple[str, ...] = ()) -> 
     run_dir = Path(args.resume)
     if not (run_dir / CONFIG_FILE).is_file():
         raise NasError(f"{run_dir} is not a run directory (no {CONFIG_FILE})")
-    if not (run_dir / CHECKPOINT_FILE).is_file():
+    staged = (run_dir / "stage_1" / CHECKPOINT_FILE).is_file()  # a staged search: its stages checkpoint
+    if not (run_dir / CHECKPOINT_FILE).is_file() and not staged:
         raise NasError(f"{run_dir} has no {CHECKPOINT_FILE} yet (no epoch finished): start it again instead")
     from nas_core.checkpoint import load_checkpoint
     from nas_core.run import run_kind
 
-    kind = run_kind(run_dir) or load_checkpoint(run_dir / CHECKPOINT_FILE).get("phase")
+    kind = run_kind(run_dir) or ("search" if staged else load_checkpoint(run_dir / CHECKPOINT_FILE).get("phase"))
     if kind is not None and (kind == "search") != (args.command == "run"):  # `nas run` resumes searches only
         raise NasError(f"{run_dir} is a {'search' if kind == 'search' else 'training'} run, which nas "
                        f"{args.command} cannot continue; continue it with: {distributed.resume_command(kind, run_dir)}")
@@ -116,15 +117,16 @@ def transfer(args: argparse.Namespace, toolkit: Toolkit) -> int:
 def derive(args: argparse.Namespace, toolkit: Toolkit) -> int:
     from nas_core.checkpoint import load_checkpoint
     from nas_core.interfaces import Discretizer, Relaxation, SearchSpace
+    from nas_core.records import search_dir
 
     registries = toolkit.registries
     source = Path(args.source)
-    path = source / CHECKPOINT_FILE if source.is_dir() else source
+    path = search_dir(source)[0] / CHECKPOINT_FILE if source.is_dir() else source  # a staged search: its last stage
     state = load_checkpoint(path)
     if "relaxation" not in state:
         raise NasError(f"{path} is not a search checkpoint (it holds no architecture parameters)")
     config = toolkit.read_config(state["config"], f"config saved in {path}")
-    space = build(registries.spaces, config.space, SearchSpace)
+    space = build_space(registries, config.space)
     spec = space.arch_spec()
     relaxation = build(registries.relaxations, config.relaxation, Relaxation, spec=spec)
     relaxation.load_state_dict(state["relaxation"])
@@ -161,7 +163,7 @@ def show(args: argparse.Namespace, toolkit: Toolkit) -> int:
     config = resolve(registries, [Layer({"space": {"name": space_name}} if space_name else {}, "command line")],
                      preset=None if space_name else registries.default_preset())
     require(config, registries, ("space",), "nas show")
-    build(registries.spaces, config.space, SearchSpace).validate(genotype)
+    build_space(registries, config.space).validate(genotype)
     if args.out:  # checked before anything is printed or written
         check_new_files(drawing_paths(genotype, Path(args.out)), "--out", force=args.force)
     print(format_darts_text(genotype))
@@ -201,6 +203,10 @@ def plugins(args: argparse.Namespace, toolkit: Toolkit) -> int:
             names = [e.name for e in getattr(registries, attr) if e.plugin == name]
             if names:
                 print(f"  {kind}s: {', '.join(names)}")
+        for family in registries.operations.families():
+            ops = [op for op in registries.operations.names(family) if registries.operations.get(family, op).plugin == name]
+            if ops:
+                print(f"  operations ({family}): {', '.join(ops)}")
         for label, table in (("presets", registries.presets), ("genotypes", registries.genotypes),
                              ("config sections", registries.settings), ("commands", registries.commands)):
             owned = sorted(n for n, item in table.items() if _owner(item) == name)
@@ -222,6 +228,10 @@ def list_names(args: argparse.Namespace, toolkit: Toolkit) -> int:
     for attr, (_, kind) in REGISTRATION_HOOKS.items():
         registry = getattr(registries, attr)
         rows += [(kind, e.name, e.plugin, e.doc) for e in registry if fnmatch.fnmatch(e.name, pattern)]
+    for family in registries.operations.families():
+        ops = [registries.operations.get(family, n) for n in registries.operations.names(family)]
+        rows += [(f"op {family}", op.name, op.plugin, op.doc + (" (no weights)" if op.parameter_free else "")
+                  + (" (the zero op)" if op.zero else "")) for op in ops if fnmatch.fnmatch(op.name, pattern)]
     for kind, table in (("preset", registries.presets), ("genotype", registries.genotypes),
                         ("config section", registries.settings), ("command", registries.commands)):
         for name in sorted(n for n in table if fnmatch.fnmatch(n, pattern)):

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas_core.config import Component
-from nas_core.errors import ConfigError, PluginError
-from nas_core.registry import Registry
+from nas_core.registry import build
+
+if TYPE_CHECKING:
+    from nas_core.plugins import Registries
 
 
-def build(registry: Registry, chosen: Component, expected: type, **context: Any) -> Any:
-    """``factory(options, **context)`` of the chosen entry. A ValueError from the factory is bad
-    input (options that do not fit together, data of the wrong kind): it becomes a ConfigError."""
-    entry = registry.get(chosen.name)
-    try:
-        obj = entry.factory(chosen.options, **context)
-    except ValueError as e:
-        raise ConfigError(f"{registry.kind} {chosen.name!r}: {e}") from e
-    if not isinstance(obj, expected):
-        raise PluginError(f"{registry.kind} {chosen.name!r} from plugin {entry.plugin!r} built a "
-                          f"{type(obj).__name__}, not a {expected.__name__}")
-    return obj
+def build_space(registries: Registries, chosen: Component) -> Any:
+    """The search space ``chosen`` (the ``space`` section, or the space's name with the ``network``
+    options), built as ``factory(options, catalog=...)`` with the registered ops and mixed edges."""
+    from nas_core.interfaces import Catalog, SearchSpace
+
+    return build(registries.spaces, chosen, SearchSpace,
+                 catalog=Catalog(registries.operations, registries.mixed_edges))

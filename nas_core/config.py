@@ -11,6 +11,7 @@ user layers are always strict.
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import types
 import typing
@@ -45,6 +46,18 @@ class SearchSettings:
     max_steps_per_epoch: int | None = attrs.field(default=None, validator=_positive)  # cut epochs short
     eval_every: int = attrs.field(default=1, validator=_non_negative)  # evaluate the supernet every N epochs (0: never)
     sync_batchnorm: bool = False  # torchrun on GPUs: batch statistics over all ranks (torch's SyncBatchNorm)
+    # a staged search (P-DARTS, DrNAS): one config layer per stage, each over this config, e.g.
+    # [{space: {cells: 5}}, {space: {cells: 11}}]; each stage is a search of its own in RUN_DIR/stage_N
+    # and the nas_stage_config hook adds what a stage decides for the next (pruned ops). Empty: one search
+    stages: tuple[Any, ...] = attrs.field(default=(), validator=lambda _, a, v: _check_stages(v))
+
+
+def _check_stages(stages: tuple[Any, ...]) -> None:
+    for i, layer in enumerate(stages, 1):
+        if not isinstance(layer, Mapping):
+            raise ValueError(f"search.stages[{i}] must be a mapping in the config layout, got {brief(layer)}")
+        if isinstance(layer.get("search"), Mapping) and "stages" in layer["search"]:
+            raise ValueError(f"search.stages[{i}] sets search.stages: stages do not nest")
 
 
 @attrs.frozen
@@ -72,10 +85,27 @@ CORE_SECTIONS: dict[str, tuple[type, str]] = {
 
 @attrs.frozen
 class Component:
-    """A registered component chosen by name (None: not chosen), with its validated options."""
+    """A registered component chosen by name (None: not chosen), with its validated options: what
+    ``config.space``, ``config.optimizer``... hold, and an options field made by :func:`component_field`."""
 
     name: str | None
     options: Any
+
+
+def operations_field(family: str, default: tuple[str, ...]) -> Any:
+    """An options field listing candidate operations of ``family`` (``nas_register_operations``):
+    the config checks them against the registered ones, naming the valid choices. Type the field
+    ``tuple[str, ...]``."""
+    return attrs.field(default=default, metadata={"nas_operations": family})
+
+
+def component_field(kind: str, default: str) -> Any:
+    """An options field that chooses a registered component of ``kind`` (a registry of
+    :class:`~nas_core.plugins.Registries`, e.g. ``"mixed_edges"``) with its own options, as a
+    config section does: ``edge: partial_channels`` or ``edge: {name: partial_channels, k: 4}``, and
+    ``--set space.edge.k=2``. It resolves to a :class:`Component`; ``default`` names the one used
+    when the key is not set. Type the field ``Component``."""
+    return attrs.field(default=Component(default, None), metadata={"nas_component": kind})
 
 
 @attrs.frozen
@@ -93,6 +123,7 @@ class Config:
     discretizer: Component
     network: Any  # options of the space for the evaluation network (same class as space.options)
     settings: Mapping[str, Any]  # section name -> attrs instance (search, train, plugins' sections)
+    perturbation: Component = Component(None, None)  # of the weight pass's mixing weights (optional)
 
     @property
     def search(self) -> SearchSettings:
@@ -109,7 +140,8 @@ class Config:
 
 # section -> registry attribute
 COMPONENTS = {"task": "tasks", "dataset": "datasets", "space": "spaces", "relaxation": "relaxations",
-              "optimizer": "optimizers", "trainer": "trainers", "discretizer": "discretizers"}
+              "optimizer": "optimizers", "trainer": "trainers", "discretizer": "discretizers",
+              "perturbation": "perturbations"}
 SCALARS: dict[str, Any] = {"seed": int, "device": str, "data_root": str | None, "threads": int | None}
 BASE: dict[str, Any] = {"seed": 0, "device": "auto", "data_root": None, "threads": None}
 
@@ -282,11 +314,11 @@ def resolve(registries: Registries, layers: list[Layer], *, preset: str | None =
         values[key] = _convert(value, typ, key, source)
     if values["threads"] is not None and values["threads"] < 1:
         raise ConfigError(f"threads must be at least 1, got {values['threads']}")
-    values["settings"] = {name: _build_attrs(section.options, _section(all_layers, name), name)
+    values["settings"] = {name: _build_attrs(section.options, _section(all_layers, name), name, registries=registries)
                           for name, section in sorted(registries.settings.items())}
     for key, attr in COMPONENTS.items():
-        values[key] = _build_component(getattr(registries, attr), key, all_layers)
-    values["network"] = _build_component(registries.spaces, "network", all_layers, name_key="space").options
+        values[key] = _build_component(registries, attr, key, all_layers)
+    values["network"] = _build_component(registries, "spaces", "network", all_layers, name_key="space").options
     return Config(**values)
 
 
@@ -315,11 +347,13 @@ def _mapping(layer: Layer, key: str) -> Mapping[str, Any]:
     return section
 
 
-def _build_component(registry: Any, key: str, layers: list[Layer], name_key: str | None = None) -> Component:
+def _build_component(registries: Registries, attr: str, key: str, layers: list[Layer],
+                     name_key: str | None = None) -> Component:
     """A preset (non-strict layer) sets options for the component it names; they carry over to
     the chosen component only if both take the same options class (darts_1st and darts_2nd do,
     a third-party space with a field of the same name does not). ``name_key``: the section that
     names the component, when not ``key`` itself (``network`` takes the options of ``space``)."""
+    registry = getattr(registries, attr)
     name_key = name_key or key
     name = None
     for layer in layers:
@@ -343,16 +377,30 @@ def _build_component(registry: Any, key: str, layers: list[Layer], name_key: str
             continue
         for k, v in section.items():
             if k != "name" or name_key != key:
-                merged[str(k)] = (v, layer.source)
+                merged[str(k)] = (_merge(merged.get(str(k), (None, ""))[0], v), layer.source)
     if entry.options is None:
         if merged:
             k, (_, source) = next(iter(merged.items()))
             raise ConfigError(f"{source}: unknown key '{key}.{k}': {registry.kind} {name!r} takes no options")
         return Component(name, None)
-    return Component(name, _build_attrs(entry.options, merged, key, owner=f"{registry.kind} {name!r}"))
+    return Component(name, _build_attrs(entry.options, merged, key, owner=f"{registry.kind} {name!r}",
+                                        registries=registries))
 
 
-def _build_attrs(cls: type, merged: dict[str, tuple[Any, str]], section: str, owner: str | None = None) -> Any:
+def _merge(old: Any, new: Any) -> Any:
+    """A later layer's value over an earlier one's. A component chosen in an option (a name, or a
+    mapping with a name and options) keeps the earlier options while it names the same component."""
+    if not isinstance(new, Mapping) and not (isinstance(new, str) and isinstance(old, Mapping)):
+        return new
+    old_map = {"name": old} if isinstance(old, str) else dict(old) if isinstance(old, Mapping) else {}
+    new_map = {"name": new} if isinstance(new, str) else dict(new)
+    if "name" in new_map and new_map["name"] != old_map.get("name"):
+        return new_map
+    return {**old_map, **new_map}
+
+
+def _build_attrs(cls: type, merged: dict[str, tuple[Any, str]], section: str, owner: str | None = None, *,
+                 registries: Registries | None = None) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in attrs.fields(cls)}
     kwargs = {}
@@ -361,12 +409,45 @@ def _build_attrs(cls: type, merged: dict[str, tuple[Any, str]], section: str, ow
             of = f" of {owner}" if owner else ""
             raise ConfigError(f"{source}: unknown key '{section}.{k}'{closest_hint(k, fields)}; "
                               f"valid keys{of}: {', '.join(sorted(fields)) or '(none)'}")
-        kwargs[k] = _convert(value, hints[k], f"{section}.{k}", source)
+        kind = fields[k].metadata.get("nas_component")
+        kwargs[k] = (_nested_component(registries, kind, value, f"{section}.{k}", source) if kind
+                     else _convert(value, hints[k], f"{section}.{k}", source))
+        family = fields[k].metadata.get("nas_operations")
+        if family and registries is not None:
+            try:
+                registries.operations.check(family, kwargs[k], f"{section}.{k}")
+            except ValueError as e:
+                raise ConfigError(f"{source}: {e}") from None
+    for k, field in fields.items():  # a component option left at its default gets its default options
+        kind = field.metadata.get("nas_component")
+        if kind and k not in kwargs:
+            kwargs[k] = _nested_component(registries, kind, field.default.name, f"{section}.{k}", "default")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:  # attrs validators of the options class
         message = str(e.args[0]) if e.args and isinstance(e.args[0], str) else str(e)
         raise ConfigError(f"invalid {section} option: {message}") from None
+
+
+def _nested_component(registries: Registries | None, kind: str, value: Any, key: str, source: str) -> Component:
+    """The component an options field chooses (see :func:`component_field`), its options validated."""
+    if registries is None:
+        raise ConfigError(f"{key}: a component option needs the registries (plugin bug)")
+    given = {"name": value} if isinstance(value, str) else value
+    if not isinstance(given, Mapping) or not isinstance(given.get("name"), str):
+        raise ConfigError(f"{source}: {key} must name a {getattr(registries, kind).kind} (a name, or a mapping with "
+                          f"'name' and its options), got {brief(value)}")
+    registry = getattr(registries, kind)
+    name = given["name"]
+    entry = registry.get(name)
+    options = {str(k): (v, source) for k, v in given.items() if k != "name"}
+    if entry.options is None:
+        if options:
+            raise ConfigError(f"{source}: unknown key '{key}.{next(iter(options))}': {registry.kind} {name!r} "
+                              f"takes no options")
+        return Component(name, None)
+    return Component(name, _build_attrs(entry.options, options, key, owner=f"{registry.kind} {name!r}",
+                                        registries=registries))
 
 
 def _type_name(typ: Any) -> str:
@@ -472,13 +553,25 @@ def to_dict(config: Config) -> dict[str, Any]:
     for key in COMPONENTS:
         comp: Component = getattr(config, key)
         if comp.name is not None:
-            opts = attrs.asdict(comp.options) if comp.options is not None else {}
-            out[key] = {"name": comp.name, **opts}
+            out[key] = _plain(comp)
     for key, value in config.settings.items():
-        out[key] = attrs.asdict(value)
+        out[key] = _plain(value)
     if config.network is not None:
-        out["network"] = attrs.asdict(config.network)
+        out["network"] = _plain(config.network)
     return out
+
+
+def _plain(value: Any) -> Any:
+    """Options as YAML holds them: a chosen component as its name and options, tuples as lists."""
+    if isinstance(value, Component):
+        return {"name": value.name, **(_plain(value.options) if value.options is not None else {})}
+    if attrs.has(type(value)):
+        return {f.name: _plain(getattr(value, f.name)) for f in attrs.fields(type(value))}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
 
 def to_yaml(config: Config) -> str:
@@ -549,3 +642,21 @@ def config_differences(a: Mapping[str, Any], b: Mapping[str, Any], ignore: tuple
         elif not same(x, y):
             out.append(str(key))
     return out
+
+
+def read_saved(registries: Registries, data: Mapping[str, Any], source: str, device: str | None = None, *,
+               resuming: bool = False) -> Config:
+    """A saved config (``config.yaml``, a checkpoint's). Sections of plugins not loaded now
+    (uninstalled, or disabled with NAS_DISABLE_PLUGINS, as a monitor often is) stay in the file
+    and are reported, never fatal: nas cannot tell a monitor's settings from settings that shaped
+    the results, so a resume says which plugin to bring back if the run relied on it."""
+    absent = [k for k in data if k not in top_keys(registries) and isinstance(data[k], Mapping)]
+    if absent:
+        names = ", ".join(map(repr, absent))
+        logging.getLogger("nas").warning(
+            "%s: config section(s) %s of plugins not loaded now are ignored%s", source, names,
+            "; if this run relied on them, install or enable their plugin before resuming" if resuming else "")
+    layers = [Layer({k: v for k, v in data.items() if k not in absent}, source)]
+    if device:
+        layers.append(Layer({"device": device}, "command line"))
+    return resolve(registries, layers, preset=None)

@@ -58,7 +58,7 @@ class RunContext:
     genotype: Genotype | None = None  # during search: the latest derived one; in training: the trained one
     components: dict[str, Any] = attrs.Factory(dict)  # task, space, supernet or network, relaxation, ...
     start_epoch: int = 0  # the first epoch this process runs (> 0 when resumed)
-    epoch: int = 0  # the current epoch, from 0
+    epoch: int = 0  # the current epoch, counted from 0 (epoch 0 is the first)
     step: int = 0  # the global step, from 0 across epochs
     rank: int = 0
     world_size: int = 1
@@ -69,6 +69,9 @@ class RunContext:
     wall_time_s: float = 0.0  # seconds the run has taken up to its last finished epoch, resumes included
     epochs_done: int = 0  # epochs finished (and checkpointed), resumes included
     extra: dict[str, Any] = attrs.Factory(dict)  # per-run values plugins share
+    stage: int | None = None  # the stage of a staged search (search.stages), from 1; None otherwise
+    # a staged search's previous stage read back (a SearchRecord), while a later stage starts afresh
+    previous_stage: Any = None
     _generators: dict[str, torch.Generator] = attrs.Factory(dict)
 
     @property

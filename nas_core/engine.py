@@ -28,9 +28,18 @@ log = logging.getLogger("nas")
 
 
 class Phase:
-    """What one kind of run does per epoch. Subclasses: the search and the training phase."""
+    """What one kind of run does per epoch; the engine does the rest (steps under a progress bar,
+    lifecycle hooks, atomic checkpoints of :meth:`parts` and :meth:`extra_state`, ``--resume``).
+
+    The search and the training are phases; so is each of a discretizer's final phases
+    (:meth:`~nas_core.interfaces.Discretizer.final_phases`), which sets ``name`` (its folder,
+    ``RUN_DIR/final/<name>``, and ``run.phase``) and ``epochs`` (its length; an "epoch" is whatever
+    unit it checkpoints after, e.g. one decision of DARTS-PT). Its run's ``components`` start as
+    the search's. A phase implements the methods below that raise NotImplementedError."""
 
     task: Task
+    name: str = ""
+    epochs: int = 0
     max_steps_per_epoch: int | None = None
     strengths: Mapping[str, Tensor] = {}  # passed to nas_epoch_end (search: the latest op strengths)
 

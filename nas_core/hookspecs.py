@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from nas_core.context import RunContext
     from nas_core.genotype import Genotype
+    from nas_core.records import SearchRecord
 
 hookspec = pluggy.HookspecMarker("nas")
 hookimpl = pluggy.HookimplMarker("nas")
@@ -71,6 +72,35 @@ def nas_register_datasets(register: Callable[..., None]) -> None:
 @hookspec
 def nas_register_evaluators(register: Callable[..., None]) -> None:
     """Register evaluators (factories returning :class:`~nas_core.interfaces.Evaluator`)."""
+
+
+@hookspec
+def nas_register_operations(register: Callable[..., None]) -> None:
+    """Register candidate operations: ``register(name, factory, *, family, parameter_free=False,
+    zero=False, doc=None)``.
+
+    ``family`` names the spaces that build the op and so the factory's signature, which the
+    family's space documents (``darts_cnn``: ``factory(channels, stride, affine, search) -> nn.Module``;
+    ``darts_rnn``: ``factory() -> Callable[[Tensor], Tensor]``, an activation). ``parameter_free``:
+    the op has no weights (pooling, identity; what collapse monitors count). ``zero``: the op means
+    "no edge" (DARTS's ``none``): discretizers never choose it and supernets may skip computing it.
+    A space's ``ops`` option picks from its family's ops, in any order.
+    """
+
+
+@hookspec
+def nas_register_mixed_edges(register: Callable[..., None]) -> None:
+    """Register kinds of mixed edge (:class:`~nas_core.interfaces.MixedEdge`): how a supernet edge
+    combines its candidate ops (DARTS's weighted sum, PC-DARTS's partial channels, ...). A space
+    that builds its edges this way names the kind in an option (``darts_cnn``: ``space.edge``).
+    """
+
+
+@hookspec
+def nas_register_perturbations(register: Callable[..., None]) -> None:
+    """Register perturbations (:class:`~nas_core.interfaces.Perturbation`) of the weight pass's
+    mixing weights (SDARTS's random smoothing and adversarial attack), chosen by the
+    ``perturbation`` config section and applied by optimizers that support them."""
 
 
 @hookspec
@@ -176,6 +206,21 @@ def nas_should_stop(run: RunContext, epoch: int, metrics: Mapping[str, float]) -
     of the architecture Hessian that RobustDARTS stops on, Zela et al., ICLR 2020): the engine adds
     it to the epoch's metrics after asking, so it is checkpointed, logged and monitored
     (TensorBoard: ``{phase}/{name}``) like any metric.
+    """
+
+
+@hookspec
+def nas_stage_config(stage: int, finished: SearchRecord, layer: dict) -> None:
+    """Stage ``stage`` (from 1) of a staged search (``search.stages``) ended; the next begins. Add
+    to ``layer`` (a dict in the config layout, applied over that stage's own layer) what this
+    stage decided, e.g. P-DARTS's pruned ``space.ops`` from ``finished.relaxation.strengths()``.
+    ``finished`` is the stage read back (:class:`~nas_core.records.SearchRecord`: config,
+    supernet, relaxation with its alphas, genotypes). Implementations check ``finished.config``
+    to see whether the search is theirs (their discretizer, their config section).
+
+    What the next stage inherits in its components (the alphas of the ops kept) is copied by those
+    components in ``nas_run_start``, where ``run.previous_stage`` is this record (None in the first
+    stage, and when a stage is resumed: its checkpoint holds what it inherited).
     """
 
 

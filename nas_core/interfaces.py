@@ -9,6 +9,12 @@ One search step (docs/architecture.md)::
         Task.forward(model, batch, state) -> Outcome  model(*inputs) = Supernet(*inputs, arch_weights=...)
         gradients -> run.reduce(...) -> updates
     epoch end: Relaxation.strengths() -> Discretizer.derive(...) -> Genotype
+    search end: Discretizer.final_phases(run) (each a Phase, checkpointed) -> Discretizer.final(...)
+
+Extension points inside a step (docs/writing-a-plugin.md has one section per point): candidate
+operations and mixed edges are registered and chosen by name (a space builds them through its
+:class:`Catalog`); any component may add terms to the losses (``loss_terms``, see
+:func:`add_loss_terms`); a :class:`Perturbation` changes the weight pass's mixing weights.
 
 Training a discrete network is the same loop with ``Trainer.step(batch, state, run)`` on the
 task's ``train`` stream, ``valid`` for selection and ``test`` once at the end.
@@ -24,7 +30,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -37,6 +43,8 @@ if TYPE_CHECKING:
     import torch
 
     from nas_core.context import RunContext
+    from nas_core.engine import Phase
+    from nas_core.registry import Operations, Registry
 
 #: The streams of each phase. Search: ``weights`` trains the weights, ``arch`` the architecture.
 #: Training: ``train``; ``valid`` (optional) selects and reports per epoch; ``test`` once at the end.
@@ -170,8 +178,43 @@ class Supernet(nn.Module, ABC):
         """The task's output for ``inputs``; ``arch_weights[cell_type]`` has shape ``ArchSpec.shape(cell_type)``."""
 
 
+class MixedEdge(nn.Module, ABC):
+    """One edge of a supernet: combines its candidate ops under their mixing weights.
+
+    A space that builds its edges from registered kinds (``nas_register_mixed_edges``) calls
+    ``catalog.mixed_edge(chosen, **context)``, i.e. ``factory(options, **context)``; the context and
+    the inputs of ``forward`` are the space's contract, documented by it. ``darts_cnn``'s: ``ops``
+    (the op names, in the columns' order), ``channels``, ``stride``, ``make_op(name, channels)``
+    (an op of the space's family built for search at this edge's stride) and
+    ``zero`` (the names of zero ops, which need not be computed); ``forward(x, weights, chosen=None,
+    relu_x=None)`` with ``weights`` the edge's row of mixing weights, ``chosen`` its column under
+    hard sampling (:attr:`MixingWeights.chosen`) and ``relu_x`` ``relu(x)`` when the cell shares it.
+    """
+
+    def start_epoch(self, run: RunContext) -> None:
+        """Called by the supernet as each epoch begins (schedules such as DARTS-'s decaying skip)."""
+
+
+@attrs.frozen
+class Catalog:
+    """What a search space builds from besides its options: the registered candidate operations
+    and kinds of mixed edge. Passed to every space factory as ``factory(options, catalog=...)``."""
+
+    operations: Operations
+    mixed_edges: Registry
+
+    def mixed_edge(self, chosen: Any, **context: Any) -> MixedEdge:
+        """Build the mixed edge kind ``chosen`` (a :class:`~nas_core.config.Component`, as a space's
+        ``edge`` option holds it) as ``factory(chosen.options, **context)``."""
+        from nas_core.registry import build
+
+        return build(self.mixed_edges, chosen, MixedEdge, **context)
+
+
 class SearchSpace(ABC):
-    """A family of cells and the networks stacked from them. Built as ``factory(options)``."""
+    """A family of cells and the networks stacked from them. Built as ``factory(options, catalog=Catalog)``:
+    a space that offers registered operations checks its ``ops`` against ``catalog.operations``
+    and builds them (and its mixed edges) from there, so a plugin's op or edge kind needs no fork."""
 
     @abstractmethod
     def arch_spec(self) -> ArchSpec:
@@ -217,14 +260,68 @@ class Relaxation(nn.Module, ABC):
     def strengths(self) -> dict[str, Tensor]:
         """Detached op strengths per edge, same shapes; what discretizers and monitors read."""
 
+    def loss_terms(self, objective: str, mix: MixingWeights) -> Mapping[str, Tensor]:
+        """Terms to add to a step's loss (see :func:`add_loss_terms`); none by default."""
+        return {}
+
+
+#: The objectives of a search step whose loss components may add terms to.
+OBJECTIVES = ("arch", "weights")
+
+
+def add_loss_terms(outcome: Outcome, components: Iterable[object], objective: str, mix: MixingWeights) -> Outcome:
+    """``outcome`` with the regularisers of its pass added: every component with a
+    ``loss_terms(objective, mix)`` method (any of the run's components: relaxation, supernet,
+    task, space, discretizer...) returns named scalar terms for the loss of ``objective`` ("arch":
+    the architecture loss L_val; "weights": the weight loss L_train), computed from ``mix`` (the
+    pass's mixing weights, differentiable in the architecture parameters where the pass is) and the
+    component's own parameters, e.g. DrNAS's KL of the Dirichlet concentration to its prior or
+    FairDARTS's zero-one loss. Their sum joins ``loss`` and each term, detached, joins ``stats`` under
+    its name, so the pass's metrics group reports it. Every optimizer passes each forward's outcome
+    through here (``run.components.values()``); the second-order hypergradient then differentiates
+    through the terms like through the task's loss."""
+    terms: dict[str, Tensor] = {}
+    seen: set[int] = set()
+    for component in components:
+        method = getattr(component, "loss_terms", None)
+        if method is None or id(component) in seen:
+            continue
+        seen.add(id(component))
+        for name, value in method(objective, mix).items():
+            if name in terms or name in outcome.stats:
+                raise ValueError(f"{type(component).__name__} adds a loss term named {name!r}, a name already taken "
+                                 f"by another term or the task's stats")
+            terms[name] = value
+    if not terms:
+        return outcome
+    return attrs.evolve(outcome, loss=outcome.loss + sum(terms.values()),
+                        stats={**outcome.stats, **{k: v.detach() for k, v in terms.items()}})
+
+
+class Perturbation(ABC):
+    """Changes the mixing weights of the weight pass alone (SDARTS: Chen & Hsieh, ICML 2020); the
+    architecture passes keep the clean ones. Built as ``factory(options, spec=ArchSpec)`` from the
+    ``perturbation`` config section and used by optimizers whose ``supports_perturbation`` is true."""
+
+    @abstractmethod
+    def perturb(self, mix: MixingWeights, loss_of: Callable[[MixingWeights], Tensor], generator: torch.Generator,
+                run: RunContext) -> MixingWeights:
+        """The weight pass's mixing weights given the clean ``mix`` (detached). ``loss_of(m)`` is the
+        weight pass's loss under mixing weights ``m`` on this step's training batch, differentiable
+        in ``m`` (an adversarial attack ascends it); ``generator`` is the step's random stream."""
+
 
 class BilevelOptimizer(ABC):
     """Updates weights and architecture parameters, one search step at a time.
 
     Built as ``factory(options, supernet=Supernet, relaxation=Relaxation, task=Task, epochs=int)``.
     Every forward goes through ``task.forward``; gradients taken with ``torch.autograd.grad`` go
-    through ``run.reduce`` before use, so that data-parallel runs average them.
+    through ``run.reduce`` before use, so that data-parallel runs average them. An optimizer passes
+    each forward's outcome through :func:`add_loss_terms`; one that applies the configured
+    :class:`Perturbation` (``run.components["perturbation"]``) sets ``supports_perturbation``.
     """
+
+    supports_perturbation: bool = False
 
     @abstractmethod
     def step(self, train_batch: Any, val_batch: Any, state: Mapping[str, Any], run: RunContext) -> StepResult:
@@ -282,6 +379,18 @@ class Discretizer(ABC):
         During a search ``run`` is given: ``run.components`` holds the supernet, relaxation and
         task, so a discretizer may measure candidates on data (perturbation-based selection).
         ``nas derive`` calls it with ``run=None``."""
+
+    def final_phases(self, run: RunContext) -> Sequence[Phase]:
+        """Phases to run on the supernet once the search's epochs are done, before :meth:`final`
+        (DARTS-PT: decide one edge per epoch by masking its ops, fine-tuning in between). Each runs
+        in ``RUN_DIR/final/<phase.name>`` with its own checkpoints, so ``--resume`` continues inside
+        it; ``run.components`` holds the search's components. None by default."""
+        return ()
+
+    def final(self, strengths: Mapping[str, Tensor], spec: ArchSpec, run: RunContext) -> Genotype | None:
+        """The search's result, after its epochs and final phases, when it is not the last epoch's
+        :meth:`derive` (the default, None, keeps that one)."""
+        return None
 
 
 class Evaluator(ABC):

@@ -18,7 +18,7 @@ import pluggy
 
 from nas_core import hookspecs
 from nas_core.errors import PluginError
-from nas_core.registry import Registry
+from nas_core.registry import Operation, Operations, Registry
 
 ENTRY_POINT_GROUP = "nas"
 
@@ -32,6 +32,8 @@ REGISTRATION_HOOKS = {
     "discretizers": ("nas_register_discretizers", "discretizer"),
     "datasets": ("nas_register_datasets", "dataset"),
     "evaluators": ("nas_register_evaluators", "evaluator"),
+    "mixed_edges": ("nas_register_mixed_edges", "mixed edge"),
+    "perturbations": ("nas_register_perturbations", "perturbation"),
 }
 
 
@@ -71,6 +73,9 @@ class Registries:
     discretizers: Registry
     datasets: Registry
     evaluators: Registry
+    mixed_edges: Registry
+    perturbations: Registry
+    operations: Operations
     presets: dict[str, Preset]
     genotypes: dict[str, tuple[Any, str, str, str | None]]  # name -> (Genotype, plugin, doc, space)
     settings: dict[str, Section]  # config sections: the core's search and train, and plugins'
@@ -180,6 +185,7 @@ def collect_registries(pm: pluggy.PluginManager) -> Registries:
     genotypes: dict[str, tuple[Any, str, str, str | None]] = {}
     settings = {name: Section(name, cls, "nas_core", doc) for name, (cls, doc) in CORE_SECTIONS.items()}
     commands: dict[str, Command] = {}
+    operations = Operations()
 
     def unique(table: dict, kind: str, name: Any, plugin: str) -> None:
         if not isinstance(name, str) or not name:
@@ -231,12 +237,17 @@ def collect_registries(pm: pluggy.PluginManager) -> Registries:
                 raise PluginError(f"plugin {_plugin!r}: command {name!r} is a built-in nas command")
             commands[name] = Command(name, run, configure, _plugin, help)
 
+        def register_operation(name: str, factory: Callable[..., Any], *, family: str, parameter_free: bool = False,
+                               zero: bool = False, doc: str = "", _plugin: str = plugin_name) -> None:
+            operations.add(Operation(name, family, factory, _plugin, bool(parameter_free), bool(zero), doc))
+
         for hook_name, register_value in (("nas_register_presets", register_preset),
+                                          ("nas_register_operations", register_operation),
                                           ("nas_register_genotypes", register_genotype),
                                           ("nas_register_settings", register_section),
                                           ("nas_register_commands", register_command)):
             _call(pm, hook_name, others, plugin_name, register_value)
-    return Registries(**regs, presets=presets, genotypes=genotypes, settings=settings, commands=commands)
+    return Registries(**regs, operations=operations, presets=presets, genotypes=genotypes, settings=settings, commands=commands)
 
 
 BUILTIN_COMMANDS = ("run", "train", "transfer", "derive", "show", "plugins", "list", "config")

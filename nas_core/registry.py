@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from nas_core.errors import PluginError, UnknownNameError
+from nas_core.errors import ConfigError, PluginError, UnknownNameError
 
 
 @attrs.frozen
@@ -66,6 +66,72 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+@attrs.frozen
+class Operation:
+    """A registered candidate operation (``nas_register_operations``)."""
+
+    name: str
+    family: str  # the spaces that build it, and so the factory's signature
+    factory: Callable[..., Any]
+    plugin: str
+    parameter_free: bool = False  # no weights: pooling, identity, the zero op
+    zero: bool = False  # means "no edge": never chosen by a discretizer
+    doc: str = ""
+
+
+class Operations:
+    """Candidate operations by family and name, in registration order."""
+
+    def __init__(self) -> None:
+        self._families: dict[str, dict[str, Operation]] = {}
+
+    def add(self, op: Operation) -> None:
+        if not isinstance(op.name, str) or not op.name or not isinstance(op.family, str) or not op.family:
+            raise PluginError(f"plugin {op.plugin!r} registered an operation with an invalid name or family "
+                              f"({op.name!r}, {op.family!r})")
+        family = self._families.setdefault(op.family, {})
+        if op.name in family:
+            raise PluginError(f"operation {op.name!r} of family {op.family!r} is registered twice: by plugin "
+                              f"{family[op.name].plugin!r} and by plugin {op.plugin!r}")
+        family[op.name] = op
+
+    def get(self, family: str, name: str) -> Operation:
+        try:
+            return self._families[family][name]
+        except KeyError:
+            raise UnknownNameError(f"{family} operation", name, self._families.get(family, {})) from None
+
+    def names(self, family: str) -> tuple[str, ...]:
+        return tuple(self._families.get(family, {}))
+
+    def families(self) -> list[str]:
+        return sorted(self._families)
+
+    def check(self, family: str, ops: tuple[str, ...], key: str = "space.ops") -> None:
+        """A ValueError (a ConfigError once the space is built) unless ``ops`` are distinct, registered
+        in ``family``, and not all zero ops."""
+        valid = self.names(family)
+        unknown = [o for o in ops if o not in valid]
+        if unknown:
+            raise ValueError(f"{key}: unknown ops {unknown}; valid ops: {', '.join(valid)}")
+        if len(set(ops)) != len(ops) or all(self.get(family, o).zero for o in ops):
+            raise ValueError(f"{key}: needs distinct ops, at least one of them not a zero op")
+
+
+def build(registry: Registry, chosen: Any, expected: type, **context: Any) -> Any:
+    """``factory(options, **context)`` of the chosen entry. A ValueError from the factory is bad
+    input (options that do not fit together, data of the wrong kind): it becomes a ConfigError."""
+    entry = registry.get(chosen.name)
+    try:
+        obj = entry.factory(chosen.options, **context)
+    except ValueError as e:
+        raise ConfigError(f"{registry.kind} {chosen.name!r}: {e}") from e
+    if not isinstance(obj, expected):
+        raise PluginError(f"{registry.kind} {chosen.name!r} from plugin {entry.plugin!r} built a "
+                          f"{type(obj).__name__}, not a {expected.__name__}")
+    return obj
 
 
 def lazy(target: str) -> Callable[..., Any]:

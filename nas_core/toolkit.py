@@ -5,6 +5,7 @@ Built-in commands and plugin commands (``nas_register_commands``) get the same o
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import re
 import shutil
@@ -17,7 +18,7 @@ import attrs
 import pluggy
 
 from nas_core.files import write_text_atomic
-from nas_core.config import Config, Layer, config_differences, load_yaml_file, parse_set, resolve, to_yaml, top_keys
+from nas_core.config import Config, Layer, config_differences, load_yaml_file, parse_set, read_saved, resolve, to_yaml
 from nas_core.context import RunContext
 from nas_core.errors import ConfigError, NasError, brief
 from nas_core.genotype import Genotype
@@ -27,7 +28,7 @@ from nas_core.run import (CHECKPOINT_FILE, CONFIG_FILE, GENOTYPE_FILE, MARKER_FI
 
 log = logging.getLogger("nas")
 
-NAME_FLAGS = ("task", "dataset", "space", "relaxation", "optimizer", "trainer", "discretizer")
+NAME_FLAGS = ("task", "dataset", "space", "relaxation", "optimizer", "trainer", "discretizer", "perturbation")
 
 
 @attrs.define
@@ -86,20 +87,8 @@ class Toolkit:
 
     def read_config(self, data: Mapping[str, Any], source: str, device: str | None = None, *,
                     resuming: bool = False) -> Config:
-        """A saved config (``config.yaml``, a checkpoint's). Sections of plugins not loaded now
-        (uninstalled, or disabled with NAS_DISABLE_PLUGINS, as a monitor often is) stay in the file
-        and are reported, never fatal: nas cannot tell a monitor's settings from settings that shaped
-        the results, so a resume says which plugin to bring back if the run relied on it."""
-        absent = [k for k in data if k not in top_keys(self.registries) and isinstance(data[k], Mapping)]
-        if absent:
-            names = ", ".join(map(repr, absent))
-            log.warning("%s: config section(s) %s of plugins not loaded now are ignored%s", source, names,
-                        "; if this run relied on them, install or enable their plugin before resuming"
-                        if resuming else "")
-        layers = [Layer({k: v for k, v in data.items() if k not in absent}, source)]
-        if device:
-            layers.append(Layer({"device": device}, "command line"))
-        return resolve(self.registries, layers, preset=None)
+        """A saved config (``config.yaml``, a checkpoint's): :func:`nas_core.config.read_saved`."""
+        return read_saved(self.registries, data, source, device, resuming=resuming)
 
     def resume_config(self, run_dir: Path, device: str | None = None) -> Config:
         """The config to continue ``run_dir`` with: its ``config.yaml``, which must still be the one
@@ -108,7 +97,8 @@ class Toolkit:
 
         data = load_yaml_file(run_dir / CONFIG_FILE)
         config = self.read_config(data, f"saved config {run_dir / CONFIG_FILE}", device, resuming=True)
-        saved = load_checkpoint(run_dir / CHECKPOINT_FILE).get("config")
+        # a staged search has none at its top: each stage's is checked as that stage resumes
+        saved = load_checkpoint(run_dir / CHECKPOINT_FILE).get("config") if (run_dir / CHECKPOINT_FILE).is_file() else None
         # the files as written, not as resolved now: an option added since has a default in one only
         changed = config_differences(data, saved, ignore=("device",)) if isinstance(saved, Mapping) else []
         if changed:
@@ -120,13 +110,18 @@ class Toolkit:
     # -- running ------------------------------------------------------------------------------
 
     def search(self, config: Config, run_dir: Path, *, resume: bool = False, progress: bool | None = None,
-               phase: str = "search") -> Genotype | None:
-        """Prepare (validating everything), then run or resume a search in ``run_dir``."""
+               phase: str = "search", stage: int | None = None, previous_stage: Any = None) -> Genotype | None:
+        """Prepare (validating everything), then run or resume a search in ``run_dir``; a config
+        with ``search.stages`` runs its stages in ``run_dir/stage_N`` (nas_core.staged_search)."""
+        if config.search.stages and stage is None:
+            from nas_core.staged_search import run_staged_search
+
+            return run_staged_search(self, config, run_dir, resume=resume, progress=progress)
         from nas_core.search import prepare_search
 
         prepared = prepare_search(self.registries, config)
         return self.execute(prepared, run_dir, phase=phase, resume=resume, progress=progress,
-                            spec=prepared.spec)
+                            spec=prepared.spec, stage=stage, previous_stage=previous_stage)
 
     def train(self, config: Config, genotype: Genotype, run_dir: Path, *, resume: bool = False,
               progress: bool | None = None, phase: str = "train") -> dict[str, Any]:
@@ -138,7 +133,8 @@ class Toolkit:
                             spec=prepared.space.arch_spec(), genotype=genotype)
 
     def execute(self, prepared: Any, run_dir: Path, *, phase: str, resume: bool, progress: bool | None,
-                spec: Any = None, genotype: Genotype | None = None) -> Any:
+                spec: Any = None, genotype: Genotype | None = None, stage: int | None = None,
+                previous_stage: Any = None) -> Any:
         """Check what only the run can check (the batch's split over processes, the checkpoint it
         resumes), then create ``run_dir`` (unless resuming) and run a prepared phase there, logging
         to its log file. In a torchrun job nothing is written until every process has passed every
@@ -154,7 +150,7 @@ class Toolkit:
         distributed.check_batch_split(settings.batch_size, f"{section}.batch_size")
         run = RunContext(dir=run_dir, config=config, phase=phase, device=prepared.device,
                          plugin_manager=self.plugin_manager, epochs=settings.epochs, spec=spec, genotype=genotype,
-                         rank=rank, world_size=world)
+                         rank=rank, world_size=world, stage=stage, previous_stage=previous_stage)
         restored = restore(prepared, run) if resume else None
         distributed.start_check()  # every process is ready: from here on rank 0 writes
         if rank == 0 and resume:
@@ -214,6 +210,21 @@ class Toolkit:
             raise NasError(error)
         return Path(path)
 
+    # -- reading runs back (nas_core.records) -------------------------------------------------
+
+    def load_search(self, run_dir: Path | str, *, device: str = "cpu", stage: int | None = None) -> Any:
+        """The search in ``run_dir`` as a :class:`~nas_core.records.SearchRecord`: its config,
+        supernet and architecture parameters loaded on ``device``, its genotypes and metrics."""
+        from nas_core.records import load_search
+
+        return load_search(self, run_dir, device=device, stage=stage)
+
+    def load_training(self, run_dir: Path | str) -> Any:
+        """The training in ``run_dir`` as a :class:`~nas_core.records.TrainingRecord`."""
+        from nas_core.records import load_training
+
+        return load_training(self, run_dir)
+
 
 def _integer_flag(args: argparse.Namespace, key: str) -> int:
     """An integer flag read here, not by argparse, whose error would be several lines and echo any
@@ -265,7 +276,7 @@ def check_new_run_dir(run_dir: Path, *, force: bool) -> None:
     finished an epoch (it is redone); any other folder holding files is the user's."""
     if run_dir.exists() and not run_dir.is_dir():
         raise NasError(f"--out {run_dir} is a file, not a directory")
-    if (run_dir / CHECKPOINT_FILE).exists():
+    if (run_dir / CHECKPOINT_FILE).exists() or (run_dir / "stage_1" / CHECKPOINT_FILE).exists():
         raise NasError(f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out")
     ours = (run_dir / MARKER_FILE).is_file()
     if run_dir.is_dir() and not ours and any(run_dir.iterdir()) and not force:
@@ -285,3 +296,13 @@ def check_resume_flags(args: argparse.Namespace, flags: Iterable[str]) -> None:
 
 CONFIG_FLAGS = (*NAME_FLAGS, "seed", "data_root", "threads", "preset", "config", "set")
 Runner = Callable[[argparse.Namespace, Toolkit], int]
+
+
+@functools.cache
+def installed_catalog() -> Any:
+    """The :class:`~nas_core.interfaces.Catalog` of every installed plugin, loaded once: what a space
+    built directly in a script or notebook (``DartsCnnSpace(options)``) builds from."""
+    from nas_core.interfaces import Catalog
+
+    registries = Toolkit.load().registries
+    return Catalog(registries.operations, registries.mixed_edges)

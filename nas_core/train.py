@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from nas_core import checkpoint as ckpt
-from nas_core.components import build
+from nas_core.components import build, build_space
 from nas_core.config import Component, Config, apply_threads, require, resolve_device, sync_batchnorm
 from nas_core.context import RunContext
 from nas_core.data import build_task
@@ -227,7 +227,7 @@ def prepare_training(registries: Registries, config: Config, genotype: Genotype)
     task = build_task(registries, config)
     task.check_batch_size("train", config.train.batch_size, "train.batch_size")
     resolve_test_model(config.train.test_model, task)  # fail before the network is built
-    space: SearchSpace = build(registries.spaces, Component(config.space.name, config.network), SearchSpace)
+    space: SearchSpace = build_space(registries, Component(config.space.name, config.network))
     space.validate(genotype)
     network = sync_batchnorm(space.build_network(genotype, task.info), config.train.sync_batchnorm, device,
                              "train.sync_batchnorm").to(device)

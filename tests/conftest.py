@@ -11,7 +11,7 @@ from nas_core.plugins import Registries, collect_registries, make_plugin_manager
 
 REPO = Path(__file__).resolve().parents[1]
 #: The project's own plugins: the suite loads no other installed one unless a test says so.
-OWN_PLUGINS = "darts,random,tasks,tensorboard,transfer"
+OWN_PLUGINS = "darts,random,select,tasks,tensorboard,transfer"
 os.environ["NAS_ONLY_PLUGINS"] = OWN_PLUGINS  # inherited by every `nas` subprocess too
 
 
@@ -47,11 +47,11 @@ def image_task(info, n: int = 8):
 
 
 class StepRun:
-    """The two things an optimizer step asks of its run: a seeded generator per stream and the
-    gradient-reduction service (the identity, as on one process)."""
+    """What an optimizer step asks of its run: a seeded generator per stream, the gradient-reduction
+    service (the identity, as on one process), the epoch and the run's components."""
 
-    def __init__(self, seed: int = 0):
-        self.seed, self.generators = seed, {}
+    def __init__(self, seed: int = 0, epoch: int = 0, components: dict | None = None):
+        self.seed, self.generators, self.epoch, self.components = seed, {}, epoch, components or {}
 
     def generator(self, stream: str):
         import torch

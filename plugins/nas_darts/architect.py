@@ -1,5 +1,7 @@
 """The DARTS bilevel optimizer (Liu et al., ICLR 2019, section 2.3): alternate an architecture step on a
-validation batch and a weight step on a training batch, with the same relaxation sample.
+validation batch and a weight step on a training batch, with the same relaxation sample (or, with
+``sample: pass``, a sample per forward pass). ``freeze_alpha_epochs`` skips the architecture step
+in the first epochs (a weights-only warm-up).
 
 Second order (xi > 0): the architecture gradient of L_val(w', alpha) with the virtual step
 w' = w - xi * (momentum * buf + grad_w L_train(w, alpha) + wd * w), i.e. exactly the next
@@ -13,9 +15,16 @@ direction are clipped to ``grad_clip`` (``clip_virtual_step``, ``clip_hessian_ve
 weights can stay at w in the virtual step (``step_tied_weights=False``).
 
 Every forward goes through the task (its loss, its carried state), so the same optimizer
-searches image and language-model spaces. Gradients pass through ``run.reduce`` where a
-data-parallel run must agree on them: the virtual step's, the finite-difference direction, the
-architecture gradient and the weight gradient.
+searches image and language-model spaces; the components' loss terms (``add_loss_terms``) are
+added to each pass's loss, and so enter the virtual step and the hypergradient too. The weight pass
+alone reads mixing weights changed by the configured perturbation (SDARTS).
+
+The class is a public base (docs/writing-a-plugin.md): a plugin changes one pass by overriding
+:meth:`DartsOptimizer.forward_pass`, :meth:`weight_step`, :meth:`arch_gradient`,
+:meth:`virtual_step` or :meth:`hessian_vector_product` without copying the unrolled step.
+
+Gradients pass through ``run.reduce`` where a data-parallel run must agree on them: the virtual
+step's, the finite-difference direction, the architecture gradient and the weight gradient.
 """
 
 from __future__ import annotations
@@ -23,21 +32,35 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import attrs
 import torch
 from torch import Tensor
 from torch.func import functional_call
 
-from nas_core import BilevelOptimizer, MixingWeights, Outcome, Relaxation, RunContext, StepResult, Supernet, Task
+from nas_core import (BilevelOptimizer, MixingWeights, Outcome, Perturbation, Relaxation, RunContext, StepResult,
+                      Supernet, Task, add_loss_terms)
 from nas_darts.options import DartsOptions
 
 Reduce = Callable[[Sequence[Tensor]], list[Tensor]]
 
 
+@attrs.frozen
+class PerPass:
+    """The ``sample`` of a step whose passes each draw their own (``DartsOptions.sample: pass``)."""
+
+    generator: torch.Generator
+
+
 class DartsOptimizer(BilevelOptimizer):
+    supports_perturbation = True
+
     def __init__(self, options: DartsOptions, *, supernet: Supernet, relaxation: Relaxation, task: Task,
                  epochs: int, second_order: bool):
         self.opts = options
         self.net, self.relax, self.task = supernet, relaxation, task
+        # whose loss_terms the passes add: the run's components once a step has seen them
+        self.components: tuple[object, ...] = (relaxation, supernet, task)
+        self.perturbation: Perturbation | None = None
         self.second_order = second_order
         self.names = [n for n, _ in supernet.named_parameters()]
         self.weights = [p for _, p in supernet.named_parameters()]
@@ -54,28 +77,48 @@ class DartsOptimizer(BilevelOptimizer):
     # -- the two updates --------------------------------------------------------------------
 
     def step(self, train_batch: Any, val_batch: Any, state: Mapping[str, Any], run: RunContext) -> StepResult:
-        sample = self.relax.sample(run.generator("relaxation"))  # one draw for every pass of this step
+        self.components = tuple(run.components.values()) or self.components
+        self.perturbation = run.components.get("perturbation")
+        generator = run.generator("relaxation")
+        # one draw for every pass of this step, or a fresh one per pass
+        sample = PerPass(generator) if self.opts.sample == "pass" else self.relax.sample(generator)
         train_state = state.get("weights")
-        val_out, arch_grads = self.arch_gradient(train_batch, val_batch, train_state, state.get("arch"),
-                                                 sample=sample, reduce=run.reduce)
-        for a, g in zip(self.alphas, arch_grads):
-            a.grad = g
-        self.a_opt.step()
-        self.a_opt.zero_grad(set_to_none=True)
+        metrics: dict[str, dict[str, Tensor]] = {}
+        out_state = {}
+        if run.epoch >= self.opts.freeze_alpha_epochs:  # else a weights-only warm-up: alpha stays frozen
+            val_out, arch_grads = self.arch_gradient(train_batch, val_batch, train_state, state.get("arch"),
+                                                     sample=sample, reduce=run.reduce)
+            for a, g in zip(self.alphas, arch_grads):
+                a.grad = g
+            self.a_opt.step()
+            self.a_opt.zero_grad(set_to_none=True)
+            # besides the losses, in the groups of the passes they belong to (every group goes through
+            # task.report, which expects a loss): the step sizes taken and the architecture gradient's
+            # norm, which monitors plot per step (epoch means: train_lr, arch_lr, arch_grad_norm)
+            metrics["arch"] = {**val_out.stats, "lr": torch.tensor(self.a_opt.param_groups[0]["lr"]),
+                               "grad_norm": _norm(arch_grads)}
+            out_state["arch"] = val_out.state
         w_lr = self.w_opt.param_groups[0]["lr"] * self.lr_scale(train_batch)
-        arch_lr = self.a_opt.param_groups[0]["lr"]
-        train_out = self.weight_step(train_batch, train_state, sample=sample, reduce=run.reduce)
-        # besides the losses, in the groups of the passes they belong to (every group goes through
-        # task.report, which expects a loss): the step sizes taken and the architecture gradient's
-        # norm, which monitors plot per step (epoch means: train_lr, arch_lr, arch_grad_norm)
-        return StepResult({"train": {**train_out.stats, "lr": torch.tensor(w_lr)},
-                           "arch": {**val_out.stats, "lr": torch.tensor(arch_lr), "grad_norm": _norm(arch_grads)}},
-                          {"weights": train_out.state, "arch": val_out.state})
+        train_out = self.weight_step(train_batch, train_state, sample=sample, reduce=run.reduce, run=run)
+        metrics = {"train": {**train_out.stats, "lr": torch.tensor(w_lr)}, **metrics}
+        return StepResult(metrics, {"weights": train_out.state, **out_state})
 
-    def weight_step(self, batch: Any, state: Any = None, *, sample: Any = None, reduce: Reduce = list) -> Outcome:
+    def mixing(self, sample: Any) -> MixingWeights:
+        """The relaxation's mixing weights for one pass of a step drawn with ``sample``."""
+        if isinstance(sample, PerPass):
+            sample = self.relax.sample(sample.generator)
+        return self.relax.weights(sample)
+
+    def weight_step(self, batch: Any, state: Any = None, *, sample: Any = None, reduce: Reduce = list,
+                    run: RunContext | None = None) -> Outcome:
         with torch.no_grad():
-            mix = self.relax.weights(sample)  # alpha gets no gradient from the weight step
-        out = self._forward(self.weights, mix, batch, state)
+            mix = self.mixing(sample)  # alpha gets no gradient from the weight step
+        if self.perturbation is not None and run is not None:  # this pass alone reads perturbed weights
+            def loss_of(m: MixingWeights) -> Tensor:
+                return self.forward_pass(self.weights, m, batch, state, "weights").loss
+
+            mix = self.perturbation.perturb(mix, loss_of, run.generator("perturbation"), run)
+        out = self.forward_pass(self.weights, mix, batch, state, "weights")
         for p, g in zip(self.weights, reduce(_grad(out.loss, self.weights))):
             p.grad = g
         if self.opts.grad_clip > 0:
@@ -105,13 +148,13 @@ class DartsOptimizer(BilevelOptimizer):
                       sample: Any = None, reduce: Reduce = list) -> tuple[Outcome, list[Tensor]]:
         """(the validation pass, d L_val(w', alpha) / d alpha) with w' the virtual step; w' = w when first order."""
         if not self.second_order:
-            out = self._forward(self.weights, self.relax.weights(sample), val_batch, val_state)
+            out = self.forward_pass(self.weights, self.mixing(sample), val_batch, val_state, "arch")
             return out, reduce(_grad(out.loss, self.alphas))
         xi = self.xi * self.lr_scale(train_batch)  # the step the weight step will take on this batch
         coef: list[Tensor] = []
         w_virtual = [w.requires_grad_(True)
                      for w in self.virtual_step(train_batch, xi, train_state, sample, reduce, clip_coef=coef)]
-        out = self._forward(w_virtual, self.relax.weights(sample), val_batch, val_state)
+        out = self.forward_pass(w_virtual, self.mixing(sample), val_batch, val_state, "arch")
         grads = _grad(out.loss, [*self.alphas, *w_virtual])
         d_alpha, d_w = grads[:len(self.alphas)], reduce(grads[len(self.alphas):])
         if self.opts.clip_hessian_vector and self.opts.grad_clip > 0:
@@ -129,8 +172,8 @@ class DartsOptimizer(BilevelOptimizer):
         step clips it; the factor applied is appended to ``clip_coef``. Weights in ``self.held``
         (tied ones, with ``step_tied_weights=False``) stay at w."""
         with torch.no_grad():
-            mix = self.relax.weights(sample)
-        grads = reduce(_grad(self._forward(self.weights, mix, batch, state).loss, self.weights))
+            mix = self.mixing(sample)
+        grads = reduce(_grad(self.forward_pass(self.weights, mix, batch, state, "weights").loss, self.weights))
         if self.opts.clip_virtual_step and self.opts.grad_clip > 0:
             grads, coef = _clip(grads, self.opts.grad_clip)
             if clip_coef is not None:
@@ -157,11 +200,17 @@ class DartsOptimizer(BilevelOptimizer):
         with torch.no_grad():
             w_plus = [w + eps * t for w, t in zip(self.weights, v)]
             w_minus = [w - eps * t for w, t in zip(self.weights, v)]
-        g_plus = _grad(self._forward(w_plus, self.relax.weights(sample), batch, state).loss, self.alphas)
-        g_minus = _grad(self._forward(w_minus, self.relax.weights(sample), batch, state).loss, self.alphas)
+        if isinstance(sample, PerPass):  # one draw for both sides of the difference
+            sample = self.relax.sample(sample.generator)
+        g_plus = _grad(self.forward_pass(w_plus, self.mixing(sample), batch, state, "weights").loss, self.alphas)
+        g_minus = _grad(self.forward_pass(w_minus, self.mixing(sample), batch, state, "weights").loss, self.alphas)
         return [(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus)]
 
-    def _forward(self, weights: list[Tensor], mix: MixingWeights, batch: Any, state: Any) -> Outcome:
+    def forward_pass(self, weights: list[Tensor], mix: MixingWeights, batch: Any, state: Any,
+                     objective: str) -> Outcome:
+        """The task's loss of the supernet at ``weights`` (``self.weights`` or tensors standing in for
+        them) under ``mix``, plus the components' loss terms of ``objective`` ("arch" or "weights"),
+        each also reported in the outcome's stats under its name."""
         if weights is self.weights:
             def model(*inputs: Any) -> Any:
                 return self.net(*inputs, arch_weights=mix)
@@ -170,7 +219,7 @@ class DartsOptimizer(BilevelOptimizer):
 
             def model(*inputs: Any) -> Any:
                 return functional_call(self.net, params, inputs, {"arch_weights": mix})
-        return self.task.forward(model, batch, state)
+        return add_loss_terms(self.task.forward(model, batch, state), self.components, objective, mix)
 
     # -- schedule and state -----------------------------------------------------------------
 

@@ -9,13 +9,14 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from nas_core import (ArchSpec, Cell, ConfigError, DataInfo, Genotype, GenotypeError, MixingWeights, RunContext,
-                      SearchSpace, Supernet, hookimpl)
-from nas_darts.ops import CNN_OPS, FactorizedReduce, PreActivated, make_op, relu_conv_bn
-from nas_darts.options import PARAMETER_FREE, DartsCnnOptions
+from nas_core import (ArchSpec, Catalog, Cell, ConfigError, DataInfo, Genotype, GenotypeError, MixingWeights,
+                      RunContext, SearchSpace, Supernet, hookimpl, installed_catalog)
+from nas_darts.ops import FactorizedReduce, relu_conv_bn
+from nas_darts.options import DartsCnnOptions
 
 NUM_INPUTS = 2
 CELL_TYPES = ("normal", "reduce")
+FAMILY = "darts_cnn"  # the registered operations this space builds: factory(channels, stride, affine, search)
 
 
 def reduction_layers(cells: int) -> set[int]:
@@ -32,38 +33,22 @@ def _preprocess(c_pp: int, c_p: int, c: int, reduction_prev: bool, affine: bool)
     return pre0, relu_conv_bn(c_p, c, 1, 1, 0, affine)
 
 
-class MixedEdge(nn.Module):
-    """All candidate ops of one edge, mixed by a weight vector. The zero op is not computed."""
-
-    def __init__(self, ops: tuple[str, ...], channels: int, stride: int):
-        super().__init__()
-        self.stride = stride
-        live = [(col, name) for col, name in enumerate(ops) if name != "none"]
-        self.columns = [col for col, _ in live]
-        self.ops = nn.ModuleList(make_op(name, channels, stride, affine=False, search=True) for _, name in live)
-        self.preactivated = [isinstance(op, PreActivated) for op in self.ops]
-
-    def forward(self, x: Tensor, relu_x: Tensor, weights: Tensor, chosen: int | None = None) -> Tensor:
-        if chosen is not None:  # hard sampling: only the chosen op runs
-            if chosen not in self.columns:  # the zero op
-                return weights[chosen] * x[:, :, ::self.stride, ::self.stride].mul(0.0)
-            i = self.columns.index(chosen)
-            return weights[chosen] * (self.ops[i].body(relu_x) if self.preactivated[i] else self.ops[i](x))
-        out = None
-        for col, op, pre in zip(self.columns, self.ops, self.preactivated):
-            term = weights[col] * (op.body(relu_x) if pre else op(x))
-            out = term if out is None else out + term
-        return out
-
-
 class SearchCell(nn.Module):
-    def __init__(self, opts: DartsCnnOptions, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
+    def __init__(self, opts: DartsCnnOptions, catalog: Catalog, c_pp: int, c_p: int, c: int, reduction: bool,
+                 reduction_prev: bool):
         super().__init__()
         self.reduction = reduction
         self.nodes = opts.nodes
         self.pre0, self.pre1 = _preprocess(c_pp, c_p, c, reduction_prev, affine=False)
-        self.edges = nn.ModuleList(
-            MixedEdge(opts.ops, c, 2 if reduction and src < NUM_INPUTS else 1) for src, _ in cell_edges(opts.nodes))
+        zero = frozenset(op for op in opts.ops if catalog.operations.get(FAMILY, op).zero)
+
+        def edge(stride: int) -> nn.Module:
+            def make_op(name: str, channels: int) -> nn.Module:
+                return catalog.operations.get(FAMILY, name).factory(channels, stride, False, True)
+
+            return catalog.mixed_edge(opts.edge, ops=opts.ops, channels=c, stride=stride, make_op=make_op, zero=zero)
+
+        self.edges = nn.ModuleList(edge(2 if reduction and src < NUM_INPUTS else 1) for src, _ in cell_edges(opts.nodes))
 
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, chosen: tuple[int, ...] | None,
                 recompute_edges: bool = False) -> Tensor:
@@ -73,7 +58,7 @@ class SearchCell(nn.Module):
         for j in range(self.nodes):
             node = None
             for x, rx in zip(states, relus):
-                args = (x, rx, weights[row], None if chosen is None else chosen[row])
+                args = (x, weights[row], None if chosen is None else chosen[row], rx)
                 term = recompute(self.edges[row], *args) if recompute_edges else self.edges[row](*args)
                 node = term if node is None else node + term
                 row += 1
@@ -156,10 +141,16 @@ def recompute(module: nn.Module, *args: object) -> Tensor:
 
 
 class DartsCnnSupernet(Supernet, _Stack):
-    def __init__(self, opts: DartsCnnOptions, data: DataInfo):
+    def __init__(self, opts: DartsCnnOptions, data: DataInfo, catalog: Catalog):
         super().__init__()
         self.channels_last, self.recompute_edges = opts.channels_last, opts.recompute_edges
-        self._build(opts, data, lambda *a: SearchCell(opts, *a), lambda reduction: opts.nodes)
+        self._build(opts, data, lambda *a: SearchCell(opts, catalog, *a), lambda reduction: opts.nodes)
+
+    @hookimpl
+    def nas_epoch_start(self, run: RunContext) -> None:
+        for cell in self.cells:
+            for edge in cell.edges:
+                edge.start_epoch(run)
 
     def forward(self, x: Tensor, *, arch_weights: MixingWeights) -> Tensor:
         s0, s1 = self._stems(x, self.channels_last)
@@ -178,13 +169,15 @@ def drop_path(x: Tensor, prob: float) -> Tensor:
 
 
 class DiscreteCell(nn.Module):
-    def __init__(self, cell: Cell, c_pp: int, c_p: int, c: int, reduction: bool, reduction_prev: bool):
+    def __init__(self, cell: Cell, catalog: Catalog, c_pp: int, c_p: int, c: int, reduction: bool,
+                 reduction_prev: bool):
         super().__init__()
         self.reduction = reduction
         self.pre0, self.pre1 = _preprocess(c_pp, c_p, c, reduction_prev, affine=True)
         self.inputs = [[src for _, src in node] for node in cell.nodes]
         self.ops = nn.ModuleList(
-            nn.ModuleList(make_op(op, c, 2 if reduction and src < NUM_INPUTS else 1, affine=True, search=False)
+            nn.ModuleList(catalog.operations.get(FAMILY, op).factory(c, 2 if reduction and src < NUM_INPUTS else 1,
+                                                                     True, False)
                           for op, src in node)
             for node in cell.nodes)
         self.concat = list(cell.concat)
@@ -232,13 +225,13 @@ class DartsCnnNetwork(_Stack):
     """The discrete network of a genotype. In training mode with ``auxiliary`` the forward returns
     ``(logits, auxiliary_logits)``. It ramps its own drop-path probability as epochs begin."""
 
-    def __init__(self, opts: DartsCnnOptions, genotype: Genotype, data: DataInfo):
+    def __init__(self, opts: DartsCnnOptions, genotype: Genotype, data: DataInfo, catalog: Catalog):
         super().__init__()
         self.drop_path, self.drop_path_prob = opts.drop_path, 0.0
         self.channels_last = opts.channels_last
         self._build(opts, data,
                     lambda c_pp, c_p, c, red, red_prev: DiscreteCell(
-                        genotype.cells["reduce" if red else "normal"], c_pp, c_p, c, red, red_prev),
+                        genotype.cells["reduce" if red else "normal"], catalog, c_pp, c_p, c, red, red_prev),
                     lambda reduction: len(genotype.cells["reduce" if reduction else "normal"].concat))
         # The official DARTS ImageNet head (AuxiliaryHeadImageNet) comments its BatchNorm2d(768) out:
         # an earlier typo omitted it, and it stays omitted for consistency with the paper's
@@ -267,21 +260,28 @@ class DartsCnnNetwork(_Stack):
 class DartsCnnSpace(SearchSpace):
     """DARTS CNN cells: 8 candidate ops, 2 inputs, 4 nodes, reduction cells at 1/3 and 2/3."""
 
-    def __init__(self, options: DartsCnnOptions):
-        self.options = options
+    def __init__(self, options: DartsCnnOptions, *, catalog: Catalog | None = None):
+        catalog = catalog or installed_catalog()  # built directly, outside a run: the installed plugins
+        catalog.operations.check(FAMILY, options.ops)
+        self.options, self.catalog = options, catalog
 
     def arch_spec(self) -> ArchSpec:
         edges = cell_edges(self.options.nodes)
+        ops = [self.catalog.operations.get(FAMILY, op) for op in self.options.ops]
         return ArchSpec(ops=self.options.ops, edges={t: edges for t in CELL_TYPES},
-                        num_inputs=NUM_INPUTS, inputs_per_node=2, zero_op="none",
-                        parameter_free=tuple(op for op in self.options.ops if op in PARAMETER_FREE))
+                        num_inputs=NUM_INPUTS, inputs_per_node=2, zero_op=next((op.name for op in ops if op.zero), None),
+                        parameter_free=tuple(op.name for op in ops if op.parameter_free))
+
+    def validate(self, genotype: Genotype) -> None:
+        """Any registered op of the family builds, not only the searched ones: a cell found with a
+        plugin's op set trains under this space's default options."""
+        if set(genotype.cells) != set(CELL_TYPES):
+            raise GenotypeError(f"genotype has cells {sorted(genotype.cells)}; this space's cells are {list(CELL_TYPES)}")
+        genotype.validate(self.catalog.operations.names(FAMILY), NUM_INPUTS)
 
     def build_supernet(self, data: DataInfo) -> DartsCnnSupernet:
-        return DartsCnnSupernet(self.options, data)
+        return DartsCnnSupernet(self.options, data, self.catalog)
 
     def build_network(self, genotype: Genotype, data: DataInfo) -> DartsCnnNetwork:
-        missing = [t for t in CELL_TYPES if t not in genotype.cells]
-        if missing:
-            raise GenotypeError(f"a darts_cnn genotype needs cells {list(CELL_TYPES)}; missing {missing}")
-        genotype.validate(CNN_OPS, NUM_INPUTS)
-        return DartsCnnNetwork(self.options, genotype, data)
+        self.validate(genotype)
+        return DartsCnnNetwork(self.options, genotype, data, self.catalog)

@@ -12,9 +12,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas_darts.options import CNN_OPS  # noqa: F401 (the op names, in DARTS' order)
-
-
 
 class PreActivated(nn.Module):
     """``body(relu(x))``; callers that already hold ``relu(x)`` call ``body`` directly."""
@@ -102,5 +99,7 @@ OP_FACTORIES: dict[str, OpFactory] = {
 }
 
 
+
 def make_op(name: str, channels: int, stride: int, *, affine: bool, search: bool) -> nn.Module:
+    """A DARTS op by name, without going through the registry (tests, scripts)."""
     return OP_FACTORIES[name](channels, stride, affine, search)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import attrs
 
+from nas_core import Component, component_field, operations_field
+
 CNN_OPS: tuple[str, ...] = (
     "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
     "sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5",
@@ -14,21 +16,15 @@ CNN_OPS: tuple[str, ...] = (
 PARAMETER_FREE: tuple[str, ...] = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect")
 
 
-def _check_ops(_: object, attribute: attrs.Attribute, ops: tuple[str, ...]) -> None:
-    unknown = [o for o in ops if o not in CNN_OPS]
-    if unknown:
-        raise ValueError(f"space.ops: unknown ops {unknown}; valid ops: {', '.join(CNN_OPS)}")
-    if not [o for o in ops if o != "none"] or len(set(ops)) != len(ops):
-        raise ValueError("space.ops: needs distinct ops, at least one of them not 'none'")
-
-
 @attrs.frozen
 class DartsCnnOptions:
     cells: int = attrs.field(default=8, validator=attrs.validators.ge(1))
     channels: int = attrs.field(default=16, validator=attrs.validators.ge(2))  # C of the first cell
     nodes: int = attrs.field(default=4, validator=attrs.validators.ge(1))  # intermediate nodes per cell
     stem_multiplier: int = attrs.field(default=3, validator=attrs.validators.ge(1))
-    ops: tuple[str, ...] = attrs.field(default=CNN_OPS, validator=_check_ops)
+    ops: tuple[str, ...] = operations_field("darts_cnn", CNN_OPS)  # the candidates, from the registered ops
+    # search only: the kind of mixed edge (nas_register_mixed_edges), with its options
+    edge: Component = component_field("mixed_edges", "weighted_sum")
     # channels-last activations: about 2x faster CPU convolutions and pooling here; None = on CPU only
     channels_last: bool | None = None
     # search only: recompute each edge's ops during backward instead of keeping their activations
@@ -45,14 +41,6 @@ class DartsCnnOptions:
 RNN_OPS: tuple[str, ...] = ("none", "tanh", "relu", "sigmoid", "identity")  # the public code's PRIMITIVES order
 
 
-def _check_rnn_ops(_: object, attribute: attrs.Attribute, ops: tuple[str, ...]) -> None:
-    unknown = [o for o in ops if o not in RNN_OPS]
-    if unknown:
-        raise ValueError(f"space.ops: unknown ops {unknown}; valid ops: {', '.join(RNN_OPS)}")
-    if not [o for o in ops if o != "none"] or len(set(ops)) != len(ops):
-        raise ValueError("space.ops: needs distinct ops, at least one of them not 'none'")
-
-
 def _dropout(_: object, attribute: attrs.Attribute, value: float) -> None:
     if not 0 <= value < 1:
         raise ValueError(f"{attribute.name} must be in [0, 1), got {value}")
@@ -66,7 +54,7 @@ class DartsRnnOptions:
     emb: int = attrs.field(default=300, validator=attrs.validators.ge(1))  # embedding size (ninp)
     hid: int = attrs.field(default=300, validator=attrs.validators.ge(1))  # hidden size (nhid); must equal emb (tied)
     nodes: int = attrs.field(default=8, validator=attrs.validators.ge(1))  # intermediate nodes per cell
-    ops: tuple[str, ...] = attrs.field(default=RNN_OPS, validator=_check_rnn_ops)
+    ops: tuple[str, ...] = operations_field("darts_rnn", RNN_OPS)  # the candidates, from the registered activations
     dropout: float = attrs.field(default=0.75, validator=_dropout)  # on the cell's output (locked, per sequence)
     dropouth: float = attrs.field(default=0.25, validator=_dropout)  # on the hidden nodes' inputs (per sequence)
     dropoutx: float = attrs.field(default=0.75, validator=_dropout)  # on the cell's input x_t (per sequence)
@@ -107,6 +95,12 @@ class DartsOptions:
     # computes in effect (its copy of the network reloads the tied matrix from the decoder's stale
     # entry after the stepped embedding's): only to reproduce its gradients exactly. docs/architecture.md
     step_tied_weights: bool = True
+    # a weights-only warm-up: alpha (all architecture parameters) stays frozen for the first N epochs
+    # and only the weight step runs (PC-DARTS: 15, DrNAS and P-DARTS: 10 per stage)
+    freeze_alpha_epochs: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    # the relaxation's random draw: one per step, shared by every pass (DARTS, SNAS), or one per
+    # forward pass (GDAS); the finite difference's two passes always share one
+    sample: str = attrs.field(default="step", validator=attrs.validators.in_(("step", "pass")))
 
 
 @attrs.frozen

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from importlib import resources
+from typing import Any
 
 import yaml
 
 from nas_core import Genotype, hookimpl, lazy
-from nas_darts.options import DartsCnnOptions, DartsOptions, DartsRnnOptions, SoftmaxOptions, TopKOptions
+from nas_darts.options import (CNN_OPS, PARAMETER_FREE, RNN_OPS, DartsCnnOptions, DartsOptions, DartsRnnOptions,
+                               SoftmaxOptions, TopKOptions)
 
 # Factories are imported on first use (lazy), so that `nas list` and `nas --help` load no torch.
 
@@ -19,6 +22,36 @@ def nas_register_spaces(register: Callable[..., None]) -> None:
              doc="DARTS CNN cells: 8 candidate ops, 2 inputs, 4 nodes, reduction cells at 1/3 and 2/3.")
     register("darts_rnn", lazy("nas_darts.rnn_space:DartsRnnSpace"), options=DartsRnnOptions,
              doc="DARTS recurrent cells: 5 ops, 8 nodes, k=1, highway nodes; a tied-embedding language model.")
+
+
+def _cnn_op(name: str, channels: int, stride: int, affine: bool, search: bool) -> Any:
+    from nas_darts.ops import OP_FACTORIES
+
+    return OP_FACTORIES[name](channels, stride, affine, search)
+
+
+def _activation(name: str) -> Any:
+    from nas_darts.rnn_space import ACTIVATIONS
+
+    return ACTIVATIONS[name]
+
+
+@hookimpl
+def nas_register_operations(register: Callable[..., None]) -> None:
+    # family darts_cnn: factory(channels, stride, affine, search) -> nn.Module (see nas_darts.ops)
+    for name in CNN_OPS:
+        register(name, partial(_cnn_op, name), family="darts_cnn", parameter_free=name in PARAMETER_FREE,
+                 zero=name == "none", doc="DARTS candidate op (Liu et al., ICLR 2019, section 3.1.1)")
+    # family darts_rnn: factory() -> the activation of a recurrent node's highway
+    for name in RNN_OPS:
+        register(name, partial(_activation, name), family="darts_rnn", zero=name == "none",
+                 doc="DARTS recurrent-cell activation (Liu et al., ICLR 2019, appendix A)")
+
+
+@hookimpl
+def nas_register_mixed_edges(register: Callable[..., None]) -> None:
+    register("weighted_sum", lazy("nas_darts.edges:WeightedSumEdge"),
+             doc="DARTS's mixed op: the sum of every candidate op weighted by its mixing weight.")
 
 
 @hookimpl

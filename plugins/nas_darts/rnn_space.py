@@ -26,12 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas_core import ArchSpec, Cell, ConfigError, DataInfo, Genotype, GenotypeError, MixingWeights, SearchSpace, Supernet
+from nas_core import (ArchSpec, Catalog, Cell, ConfigError, DataInfo, Genotype, GenotypeError, MixingWeights,
+                      SearchSpace, Supernet, installed_catalog)
 from nas_darts.options import DartsRnnOptions
 
 CELL_TYPE = "recurrent"
 NUM_INPUTS = 1
 
+FAMILY = "darts_rnn"  # the registered activations this space builds: factory() -> Callable[[Tensor], Tensor]
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu, "sigmoid": torch.sigmoid, "identity": lambda x: x}
 
 
@@ -100,11 +102,12 @@ class _LanguageModel(nn.Module):
 
 
 class DartsRnnSupernet(Supernet, _LanguageModel):
-    def __init__(self, opts: DartsRnnOptions, data: DataInfo):
+    def __init__(self, opts: DartsRnnOptions, data: DataInfo, catalog: Catalog):
         super().__init__()
         self._build(opts, data, opts.nodes)
         self.nodes = opts.nodes
-        self.live = [(col, ACTIVATIONS[name]) for col, name in enumerate(opts.ops) if name != "none"]
+        ops = [catalog.operations.get(FAMILY, name) for name in opts.ops]
+        self.live = [(col, op.factory()) for col, op in enumerate(ops) if not op.zero]
         self.bn = nn.BatchNorm1d(opts.hid, affine=False)
 
     def forward(self, tokens: Tensor, hidden: Tensor | None, *,
@@ -141,10 +144,10 @@ class DartsRnnSupernet(Supernet, _LanguageModel):
 class DartsRnnNetwork(_LanguageModel):
     """The discrete language model of a recurrent genotype (one op and predecessor per node)."""
 
-    def __init__(self, opts: DartsRnnOptions, cell: Cell, data: DataInfo):
+    def __init__(self, opts: DartsRnnOptions, cell: Cell, data: DataInfo, catalog: Catalog):
         super().__init__()
         self._build(opts, data, len(cell.nodes))
-        self.genes = [(ACTIVATIONS[node[0][0]], node[0][1]) for node in cell.nodes]
+        self.genes = [(catalog.operations.get(FAMILY, node[0][0]).factory(), node[0][1]) for node in cell.nodes]
         self.concat = list(cell.concat)
 
     def step(self, x: Tensor, h: Tensor, x_mask: Tensor | None, h_mask: Tensor | None) -> Tensor:
@@ -162,12 +165,15 @@ class DartsRnnNetwork(_LanguageModel):
 class DartsRnnSpace(SearchSpace):
     """DARTS recurrent cells: 5 ops, one input node from x_t and h_{t-1}, 8 nodes, k = 1."""
 
-    def __init__(self, options: DartsRnnOptions):
-        self.options = options
+    def __init__(self, options: DartsRnnOptions, *, catalog: Catalog | None = None):
+        catalog = catalog or installed_catalog()  # built directly, outside a run: the installed plugins
+        catalog.operations.check(FAMILY, options.ops)
+        self.options, self.catalog = options, catalog
 
     def arch_spec(self) -> ArchSpec:
+        zero = [op for op in self.options.ops if self.catalog.operations.get(FAMILY, op).zero]
         return ArchSpec(ops=self.options.ops, edges={CELL_TYPE: cell_edges(self.options.nodes)},
-                        num_inputs=NUM_INPUTS, inputs_per_node=1, zero_op="none")
+                        num_inputs=NUM_INPUTS, inputs_per_node=1, zero_op=zero[0] if zero else None)
 
     def validate(self, genotype: Genotype) -> None:
         """The default checks (cells, ops, indices), then: one input per node, never ``none``, and
@@ -176,7 +182,9 @@ class DartsRnnSpace(SearchSpace):
             raise GenotypeError(f"genotype has cells {sorted(genotype.cells)}; a darts_rnn genotype has one cell, "
                                 f"{CELL_TYPE!r} (a CNN genotype needs --space darts_cnn)")
         cell = genotype.cells[CELL_TYPE]
-        genotype.validate(tuple(ACTIVATIONS), NUM_INPUTS)
+        activations = self.catalog.operations.names(FAMILY)
+        genotype.validate(tuple(op for op in activations if not self.catalog.operations.get(FAMILY, op).zero),
+                          NUM_INPUTS)
         for j, node in enumerate(cell.nodes, 1):
             if len(node) != 1:
                 raise GenotypeError(f"genotype: cell {CELL_TYPE!r}, node {j}: a recurrent node takes exactly one "
@@ -186,8 +194,8 @@ class DartsRnnSpace(SearchSpace):
                                 f"1..{len(cell.nodes)}, got concat {list(cell.concat)}")
 
     def build_supernet(self, data: DataInfo) -> DartsRnnSupernet:
-        return DartsRnnSupernet(self.options, data)
+        return DartsRnnSupernet(self.options, data, self.catalog)
 
     def build_network(self, genotype: Genotype, data: DataInfo) -> DartsRnnNetwork:
         self.validate(genotype)
-        return DartsRnnNetwork(self.options, genotype.cells[CELL_TYPE], data)
+        return DartsRnnNetwork(self.options, genotype.cells[CELL_TYPE], data, self.catalog)

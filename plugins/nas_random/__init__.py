@@ -1,2 +1,2 @@
-"""Honest baselines (Liu et al., ICLR 2019, section 3.2): random search over any registered space,
-weight-sharing random search, the seed-selection protocol (``nas select``) and ``nas compare``."""
+"""Honest baselines (Liu et al., ICLR 2019, section 3.2): random search over any registered space
+(``nas random``, selected with plugin nas_select's protocol) and weight-sharing random search."""

@@ -20,10 +20,10 @@ import torch
 from torch import Tensor
 
 from nas_core import (ArchSpec, BilevelOptimizer, Discretizer, Genotype, MixingWeights, Relaxation, RunContext,
-                      StepResult, Supernet, Task, evaluate)
+                      StepResult, Supernet, Task, add_loss_terms, evaluate)
 from nas_random.options import UniformPathOptions, WsRandomOptions, WsSelectOptions
-from nas_random.protocol import higher_is_better, pick_metric
 from nas_random.sampler import genotype_columns, live_ops, one_hot, sample_candidate, sample_genotype
+from nas_select.protocol import higher_is_better, pick_metric
 
 log = logging.getLogger("nas")
 
@@ -77,7 +77,8 @@ class WsRandomOptimizer(BilevelOptimizer):
         sample = self.relax.sample(run.generator("relaxation"))
         with torch.no_grad():
             mix = self.relax.weights(sample)
-        out = self.task.forward(lambda *inputs: self.net(*inputs, arch_weights=mix), train_batch, state.get("weights"))
+        out = add_loss_terms(self.task.forward(lambda *inputs: self.net(*inputs, arch_weights=mix), train_batch,
+                                               state.get("weights")), run.components.values(), "weights", mix)
         grads = torch.autograd.grad(out.loss, self.weights, allow_unused=True)
         grads = [torch.zeros_like(w) if g is None else g for w, g in zip(self.weights, grads)]  # ops off the path
         for p, g in zip(self.weights, run.reduce(grads)):

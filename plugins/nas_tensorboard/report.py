@@ -3,9 +3,10 @@ users who cannot reach a TensorBoard port (a cluster's compute node): every plot
 PNG and the page links to nothing outside itself, so it opens offline from any copy.
 
 It reads what a run leaves in its directory (``config.yaml``, ``results.json``, ``genotype.json``,
-``genotypes/epoch_NNN.json``; README, "Run directory") and the scalars the TensorBoard monitor
-wrote to ``tb/``, with TensorBoard's own reader. A run without ``tb/`` (the monitor disabled) gets a
-page from its files that says which parts are missing.
+``genotypes/epoch_NNN.json``; README, "Run directory"; the results' numbers through the core's
+checked reader ``read_results``, the files it shows as text as they are) and the scalars the
+TensorBoard monitor wrote to ``tb/``, with TensorBoard's own reader. A run without ``tb/`` (the
+monitor disabled) gets a page from its files that says which parts are missing.
 
 Torch, matplotlib and TensorBoard are imported only when a report is drawn: ``nas`` imports this
 module at start-up for the command's arguments."""
@@ -15,7 +16,6 @@ from __future__ import annotations
 import argparse
 import base64
 import html
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -25,14 +25,13 @@ from typing import Any
 import attrs
 import yaml
 
-from nas_core import (Genotype, NasError, check_new_files, create_text_exclusive, load_yaml, run_kind,
+from nas_core import (CONFIG_FILE, GENOTYPE_FILE, GENOTYPES_DIR, RESULTS_FILE, Genotype, NasError, check_new_files,
+                      create_text_exclusive, epoch_genotype_paths, load_yaml, read_results, run_kind,
                       write_text_atomic)
 
 HELP = "one self-contained HTML page of runs (curves, per-edge alphas, heatmaps, cells, genotypes) for offline use"
 REPORT_FILE = "report.html"  # the default --out of a single run, inside its directory
 
-# the run directory's files (README, "Run directory"); nas_core does not export its names for them
-CONFIG_FILE, RESULTS_FILE, GENOTYPE_FILE, GENOTYPES_DIR = ("config.yaml", "results.json", "genotype.json", "genotypes")
 MAX_FILE_CHARS = 1_000_000  # a run's own JSON and YAML files are a few kB; a larger one is not shown
 MAX_EPOCH_GENOTYPES = 1000  # rows of the genotype table (the paper's searches have 50 epochs)
 
@@ -115,6 +114,7 @@ class RunData:
     config_text: str | None
     config: Mapping[str, Any]
     results_text: str | None
+    results: Mapping[str, Any]  # results.json, checked ({}: none yet, or damaged, with a note)
     genotype: Genotype | None
     epoch_genotypes: list[tuple[int, Genotype]]
     scalars: dict[str, Series] | None  # None: no TensorBoard events
@@ -160,12 +160,16 @@ def read_run(run_dir: Path, label: str) -> RunData:
     except yaml.YAMLError as e:  # also beyond load_yaml's bounds: the page shows the text, without a summary
         notes.append(f"{CONFIG_FILE}: not readable YAML ({' '.join(str(e).split())[:200]})")
         config = None
-    epochs = sorted((int(m.group(1)), p) for p in (run_dir / GENOTYPES_DIR).glob("epoch_*.json")
-                    if (m := re.fullmatch(r"epoch_(\d{1,9})\.json", p.name)))[-MAX_EPOCH_GENOTYPES:]
+    epochs = list(epoch_genotype_paths(run_dir).items())[-MAX_EPOCH_GENOTYPES:]
     epoch_genotypes = [(epoch, g) for epoch, p in epochs if (g := read_genotype(p, notes)) is not None]
+    try:
+        results = read_results(run_dir) or {}
+    except NasError as e:  # the page still shows the file's text
+        notes.append(str(e))
+        results = {}
     return RunData(dir=run_dir, label=label, kind=kind_of(run_dir), config_text=config_text,
                    config=config if isinstance(config, Mapping) else {},
-                   results_text=read_text(run_dir / RESULTS_FILE, notes),
+                   results_text=read_text(run_dir / RESULTS_FILE, notes), results=results,
                    genotype=read_genotype(run_dir / GENOTYPE_FILE, notes), epoch_genotypes=epoch_genotypes,
                    scalars=read_scalars(run_dir, notes), notes=notes)
 
@@ -273,13 +277,7 @@ def config_summary(run: RunData) -> str:
 
 def results_summary(run: RunData) -> str:
     """The final numbers of results.json: validation and test metrics, parameters."""
-    try:
-        results = json.loads(run.results_text) if run.results_text is not None else None
-    except ValueError:
-        results = None
-    if not isinstance(results, dict):
-        return ""
-    return ", ".join(f"{k} {v:.4g}" for k, v in results.items() if k.startswith(("valid_", "test_", "params"))
+    return ", ".join(f"{k} {v:.4g}" for k, v in run.results.items() if k.startswith(("valid_", "test_", "params"))
                      and isinstance(v, int | float) and not isinstance(v, bool))
 
 

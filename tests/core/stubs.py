@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas_core import (ArchSpec, BilevelOptimizer, Cell, ConfigError, DataInfo, Discretizer, Genotype, MixingWeights,
+from nas_core import (ArchSpec, BilevelOptimizer, Catalog, Cell, ConfigError, DataInfo, Discretizer, Genotype, MixingWeights,
                       Outcome, Relaxation, RunContext, SearchSpace, StepResult, Supernet, Task, Trainer, hookimpl)
 
 CELL = "cell"
@@ -156,7 +156,7 @@ class ToyNetwork(nn.Module):
 
 
 class ToySpace(SearchSpace):
-    def __init__(self, options: ToySpaceOptions):
+    def __init__(self, options: ToySpaceOptions, *, catalog: Catalog):
         self.options = options
 
     def arch_spec(self) -> ArchSpec:

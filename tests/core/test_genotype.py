@@ -6,7 +6,7 @@ import pytest
 
 from nas_core.errors import GenotypeError
 from nas_core.genotype import Cell, Genotype
-from nas_darts.ops import CNN_OPS
+from nas_darts.options import CNN_OPS
 
 CELL = Cell(((("sep_conv_3x3", 0), ("sep_conv_3x3", 1)), (("skip_connect", 0), ("dil_conv_3x3", 2))), (2, 3))
 GENOTYPE = Genotype({"normal": CELL, "reduce": CELL})

@@ -7,7 +7,7 @@ import pytest
 from nas_core.errors import GenotypeError
 from nas_core.genotype import Genotype
 from nas_core.genotype_io import format_darts_text, load_genotype, parse_darts_text
-from nas_darts.ops import CNN_OPS
+from nas_darts.options import CNN_OPS
 
 # as printed by the DARTS code's genotypes.py (DARTS_V2), with the mixed concat styles of the issue
 V2_TEXT = ("Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "

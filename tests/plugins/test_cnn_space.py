@@ -8,8 +8,10 @@ import torch
 from torch import nn
 
 from nas_core import Cell, DataInfo, Genotype, MixingWeights
-from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace, MixedEdge, reduction_layers
-from nas_darts.ops import CNN_OPS, FactorizedReduce, PreActivated, make_op
+from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace, reduction_layers
+from nas_darts.edges import WeightedSumEdge
+from nas_darts.ops import FactorizedReduce, PreActivated, make_op
+from nas_darts.options import CNN_OPS
 
 CIFAR = DataInfo((3, 32, 32), 10)
 
@@ -67,11 +69,13 @@ def test_mixed_edge_equals_the_textbook_weighted_sum_over_all_ops():
     """Skipping the zero op and sharing the ReLU must not change the result or alpha's gradient."""
     torch.manual_seed(0)
     for stride in (1, 2):
-        edge = MixedEdge(CNN_OPS, 4, stride)
+        edge = WeightedSumEdge(None, ops=CNN_OPS, channels=4, stride=stride, zero=frozenset({"none"}),
+                               make_op=lambda name, c: make_op(name, c, stride, affine=False, search=True))
         x = torch.randn(3, 4, 8, 8)
         alpha = torch.randn(8, requires_grad=True)
         w = torch.softmax(alpha, 0)
-        ours = edge(x, torch.relu(x), w)
+        ours = edge(x, w, relu_x=torch.relu(x))
+        assert torch.allclose(ours, edge(x, w), atol=1e-6)  # the shared ReLU is only a saving
         ops = dict(zip([CNN_OPS[c] for c in edge.columns], edge.ops))
         textbook = sum(w[i] * (ops[name](x) if name in ops else make_op(name, 4, stride, affine=False, search=True)(x))
                        for i, name in enumerate(CNN_OPS))

@@ -144,7 +144,8 @@ def test_plugins_and_config_show_commands(capsys):
     out = capsys.readouterr().out
     assert "darts  (nas-toolkit" in out and "optimizers: darts_1st, darts_2nd" in out
     assert "tasks  (nas-toolkit" in out and "tasks: classification, language_model" in out
-    assert "trainers: nt_asgd, sgd" in out and "commands: compare, random, select" in out
+    assert "trainers: nt_asgd, sgd" in out and "commands: random" in out and "commands: compare, select" in out
+    assert "operations (darts_cnn): none, max_pool_3x3" in out and "mixed edges: weighted_sum" in out
     assert "tensorboard  (nas-toolkit" in out and "lifecycle hooks: nas_run_start" in out
     assert cli.main(["config", "show", "--preset", "paper", "--set", "search.epochs=3"]) == 0
     out = capsys.readouterr().out

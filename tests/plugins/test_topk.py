@@ -6,7 +6,7 @@ import torch
 
 from nas_core import Cell, Genotype
 from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace
-from nas_darts.ops import CNN_OPS
+from nas_darts.options import CNN_OPS
 from nas_darts.topk import TopKDiscretizer, TopKOptions
 
 SPEC = DartsCnnSpace(DartsCnnOptions()).arch_spec()

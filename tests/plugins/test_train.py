@@ -88,11 +88,12 @@ def test_drop_path_drops_whole_examples_and_keeps_the_mean():
 
 def test_drop_path_spares_identity_ops_and_eval_mode():
     from nas_core.genotype import Cell
+    from nas_core import installed_catalog
     from nas_darts.cnn_space import DiscreteCell
 
     def outputs(op: str, training: bool) -> list[torch.Tensor]:
         torch.manual_seed(0)
-        cell = DiscreteCell(Cell(((( op, 0), (op, 1)),) * 4, (2, 3, 4, 5)), 8, 8, 8, False, False)
+        cell = DiscreteCell(Cell((((op, 0), (op, 1)),) * 4, (2, 3, 4, 5)), installed_catalog(), 8, 8, 8, False, False)
         cell.train(training)
         x0, x1 = torch.randn(16, 8, 6, 6), torch.randn(16, 8, 6, 6)
         out = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -116,7 +117,9 @@ class TinyMlpNetwork(nn.Module):
 class TinyMlpSpace(SearchSpace):
     """A one-cell MLP on flattened inputs; edges choose none, identity, linear_relu or linear_tanh."""
 
-    def __init__(self, options: TinyMlpOptions):
+    def __init__(self, options: TinyMlpOptions, **context: Any):
+        # context: what the core passes to every space (the catalog of registered operations and
+        # mixed edges); this space has its own fixed ops and needs none of it
         self.options = options
 
     def arch_spec(self) -> ArchSpec:

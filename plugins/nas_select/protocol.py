@@ -1,5 +1,6 @@
-"""What ``nas random`` and ``nas select`` share: stage configs, training a candidate, records,
-selection on validation and the candidate tables.
+"""What ``nas select``, ``nas random`` and ``nas compare`` share: the stage configs, the manifests of
+their directories, training a candidate, selection on validation, the tables and the final evaluation.
+The files of a step (configs, records, locks) are the core's (``nas_core.steps``).
 
 Selection reads only ``valid_*`` metrics (captured from the training engine's epoch reports, or the
 run's last checkpoint when it was already complete); the test metrics a training run reports are
@@ -12,7 +13,6 @@ import argparse
 import copy
 import csv
 import io
-import json
 import logging
 import math
 import time
@@ -21,18 +21,29 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-import yaml
 
-from nas_core import Config, ConfigError, Genotype, NasError, Toolkit, brief, write_text_atomic
+from nas_core import (CHECKPOINT_FILE, SIZE_KEYS, Config, ConfigError, Genotype, NasError, Toolkit, brief,
+                      has_stage_config, is_number, load_stage_config, read_json_object, read_record, save_stage_config,
+                      write_json, write_text_atomic)
 
 log = logging.getLogger("nas")
 
-RECORD_FILE = "record.json"
-CONFIG_FILE = "config.yaml"
-CHECKPOINT_FILE = "checkpoint.pt"
-RESULTS_FILE = "results.json"
-#: the result keys a selection may read from a training run (never test_*)
-SIZE_KEYS = ("params", "params_total", "multiply_adds")
+SELECT_FILE = "select.json"  # a nas select directory's manifest: what was asked
+RANDOM_FILE = "random.json"  # a nas random directory's
+#: the stages of a nas select seed, each recorded in seed_I/record.json
+SELECT_STAGES = ("search", "short")
+#: how to choose configs on the same data, for check_same_data
+SAME_DATA_HINT = "e.g. --preset paper with --short-preset random_short_paper"
+
+
+def progress(args: argparse.Namespace) -> bool | None:
+    return False if args.no_progress else None
+
+
+def repeats(args: argparse.Namespace) -> int:
+    if args.final_repeats is not None and args.final_repeats < 1:
+        raise ConfigError(f"--final-repeats must be at least 1, got {args.final_repeats}")
+    return args.final_repeats or 1
 
 
 # -- configs -----------------------------------------------------------------------------------
@@ -51,98 +62,74 @@ def short_stage_config(toolkit: Toolkit, args: argparse.Namespace, preset: str |
     return stage_config(toolkit, args, preset, [*args.short_set, "train.test_model=none"])
 
 
-def save_stage_config(root: Path, stage: str, config: Config) -> None:
-    path = root / "configs" / stage
-    path.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path / CONFIG_FILE, yaml.safe_dump(config.layout(), sort_keys=False))
-
-
-def load_stage_config(toolkit: Toolkit, root: Path, stage: str, device: str | None) -> Config:
-    return toolkit.saved_config(root / "configs" / stage, device)
-
-
-#: what may differ between the runs a protocol compares (each run has its own seed; the machine's)
-IGNORED_KEYS = ("seed", "device", "threads", "data_root")
-
-
-def check_same_data(configs: Mapping[str, Config]) -> None:
-    """All stages must train on the same dataset, task and space."""
-    first_name, first = next(iter(configs.items()))
-    for name, config in configs.items():
-        for key in ("dataset", "task", "space"):
-            if getattr(config, key).name != getattr(first, key).name:
-                raise ConfigError(f"the {first_name} stage uses {key} {getattr(first, key).name!r} but the {name} "
-                                  f"stage uses {getattr(config, key).name!r}: choose presets for the same data "
-                                  f"(e.g. --preset paper with --short-preset random_short_paper)")
-
-
-def check_resume_flags(args: argparse.Namespace, flags: Iterable[str]) -> None:
-    given = [f"--{k.replace('_', '-')}" for k in flags if getattr(args, k, None) not in (None, [], False)]
-    if given:
-        raise ConfigError(f"--resume continues with the configs saved in {args.resume}; drop {', '.join(given)} "
-                          f"(only --device may change)")
-
-
-CONFIG_FLAGS = ("task", "dataset", "space", "relaxation", "optimizer", "trainer", "discretizer", "seed", "data_root",
-                "threads", "preset", "config", "set", "out", "force", "short_set", "final_set")
-
-
-# -- records -----------------------------------------------------------------------------------
-
-def read_json(path: Path) -> Any:
+def final_config(toolkit: Toolkit, args: argparse.Namespace, preset: str) -> Config | None:
+    """The final evaluation's config; None (with a warning) where ``preset`` cannot give one and
+    --final was not asked for."""
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise NasError(f"cannot read {path}: {e}") from None
-
-
-def read_mapping(path: Path) -> dict[str, Any]:
-    """A JSON file nas wrote as an object (results, records, manifests), checked."""
-    value = read_json(path)
-    if not isinstance(value, dict):
-        raise NasError(f"{path} is damaged: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
-def write_json(path: Path, value: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(value, indent=2) + "\n")
-
-
-def is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def seconds(value: Any, where: str) -> float:
-    """A recorded wall time: a finite number of seconds >= 0, else a NasError naming ``where``."""
-    if not is_number(value) or not math.isfinite(value) or value < 0:
-        raise NasError(f"{where}: wall_time_s is {brief(value)}, not a finite number of seconds >= 0")
-    return float(value)
-
-
-def read_record(path: Path) -> dict[str, Any] | None:
-    """``path/record.json`` (None when there is none yet), checked: a finished record has numeric
-    validation metrics; recorded wall times are finite numbers of seconds."""
-    file = path / RECORD_FILE
-    if not file.is_file():
+        return stage_config(toolkit, args, preset, args.final_set)
+    except NasError:
+        if args.final:
+            raise
+        log.warning("no final evaluation config (preset %r): --final will not be available", preset)
         return None
-    record = read_mapping(file)
-    valid, genotype = record.get("valid"), record.get("genotype")
-    if record.get("status") == "done" and not (isinstance(valid, dict) and valid and isinstance(genotype, dict)
-                                               and all(is_number(v) for v in valid.values())):
-        raise NasError(f"{file} is damaged: a finished record needs numeric valid metrics (has {brief(valid)}) and a "
-                       f"genotype; move it away to run that part again")
-    parts = {"record": record, **{stage: record[stage] for stage in ("search", "short") if stage in record}}
-    for name, part in parts.items():
-        if not isinstance(part, dict):
-            raise NasError(f"{file} is damaged: {name} is {brief(part)}, not an object")
-        if part.get("wall_time_s") is not None:
-            seconds(part["wall_time_s"], f"{file} ({name})")
-    sizes = [k for k in SIZE_KEYS if k in record and not is_number(record[k])]
-    if sizes:
-        raise NasError(f"{file} is damaged: {sizes[0]} is {brief(record[sizes[0]])}, not a number")
-    return record
 
+
+def save_configs(root: Path, configs: Mapping[str, Config | None]) -> None:
+    for stage, config in configs.items():
+        if config is not None:
+            save_stage_config(root, stage, config)
+
+
+def load_configs(toolkit: Toolkit, root: Path, stages: Sequence[str], device: str | None) -> dict[str, Config | None]:
+    return {s: load_stage_config(toolkit, root, s, device) if has_stage_config(root, s) else None for s in stages}
+
+
+def need_final(configs: Mapping[str, Config | None], root: Path) -> Config:
+    if configs.get("final") is None:
+        raise ConfigError(f"{root} has no final evaluation config; train its genotype.json with nas train instead")
+    return configs["final"]  # type: ignore[return-value]
+
+
+# -- the directories ---------------------------------------------------------------------------
+
+def read_manifest(root: Path, name: str, command: str) -> dict[str, Any]:
+    """``root``'s select.json or random.json, checked where a damaged one would misbehave."""
+    if not root.is_dir():
+        raise NasError(f"{root} does not exist" if not root.exists() else f"{root} is not a directory")
+    if not (root / name).is_file():
+        raise NasError(f"{root} is not a nas {command} directory (no {name})")
+    manifest = read_json_object(root / name)
+    bad = [] if type(manifest.get("seed")) is int else ["seed"]  # type(): a bool is no seed
+    if name == SELECT_FILE and not (type(manifest.get("seeds")) is int and manifest["seeds"] >= 1):
+        bad.append("seeds")
+    if name == RANDOM_FILE and manifest.get("samples") is None and not positive(manifest.get("budget_s")):
+        bad.append("budget_s")
+    if bad:
+        raise NasError(f"{root / name} is damaged: " + ", ".join(f"{k} is {brief(manifest.get(k))}" for k in bad))
+    return manifest
+
+
+def positive(value: Any) -> bool:
+    return is_number(value) and math.isfinite(value) and value > 0
+
+
+def seed_records(root: Path, seeds: int) -> list[dict[str, Any]]:
+    """The records of a nas select directory's seeds ({} for a seed not run yet)."""
+    return [read_record(root / f"seed_{i}", SELECT_STAGES) or {} for i in range(seeds)]
+
+
+def candidate_records(root: Path) -> list[dict[str, Any]]:
+    """The records of a nas random directory's candidates that have one."""
+    return [r for p in sorted((root / "candidates").iterdir() if (root / "candidates").is_dir() else [])
+            if (r := read_record(p)) is not None]
+
+
+def selection_cost(records: Iterable[Mapping[str, Any]]) -> float:
+    """The seconds of a selection's searches and short trainings (the protocol's whole cost)."""
+    return sum(float((r.get(stage) or {}).get("wall_time_s") or 0.0) for r in records for stage in SELECT_STAGES)
+
+
+# -- training a candidate ----------------------------------------------------------------------
 
 def error_text(e: BaseException) -> str:
     text = str(e).strip().splitlines()[0][:300] if str(e).strip() else "(no message)"
@@ -269,15 +256,21 @@ def tensorboard_scalars(root: Path, points: Iterable[tuple[str, float, int]]) ->
         writer.close()
 
 
+def log_failures(failed: Sequence[Mapping[str, Any]], what: str) -> None:
+    for r in failed:
+        log.error("%s failed%s: %s", what.format(**r), f" in its {r['stage']}" if r.get("stage") else "",
+                  r.get("error"))
+
+
 # -- the final evaluation ----------------------------------------------------------------------
 
 def run_final(toolkit: Toolkit, root: Path, config: Config, genotype: Genotype, repeats: int, *,
               device: str | None, progress: bool | None, winner: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Train the winner ``repeats`` times (seeds seed .. seed+repeats-1) with the full evaluation
-    config; the test metrics are read here, after the selection, and only here."""
+    config and print the test metrics: they are read here, after the selection, and only here."""
     final = root / "final"
     marker = final / "winner.json"
-    if marker.is_file() and read_mapping(marker).get("genotype") != genotype.to_dict():
+    if marker.is_file() and read_json_object(marker).get("genotype") != genotype.to_dict():
         raise NasError(f"{final} trained another winner than the one selected now ({winner}); move {final} away "
                        f"to train the new one")
     write_json(marker, {**winner, "genotype": genotype.to_dict()})
@@ -288,6 +281,7 @@ def run_final(toolkit: Toolkit, root: Path, config: Config, genotype: Genotype, 
         results, _ = train_run(toolkit, seeded, genotype, run_dir, device=device, progress=progress, phase="train")
         out.append({"run_dir": str(run_dir.relative_to(root)), **dict(results)})
     write_json(final / "summary.json", {"winner": winner, "runs": out})
+    print(f"final: {format_test(out)} ({final})")
     return out
 
 
@@ -306,9 +300,3 @@ def format_test(results: Sequence[Mapping[str, Any]]) -> str:
             text = f"{k[5:].replace('_', ' ')} {scale * mean:.2f} +- {scale * std:.2f}{unit} ({len(values)} runs)"
         parts.append(text)
     return "test " + ", ".join(parts) + f", {results[0].get('params', 0) / 1e6:.3f} M params"
-
-
-def log_failures(failed: Sequence[Mapping[str, Any]], what: str) -> None:
-    for r in failed:
-        log.error("%s failed%s: %s", what.format(**r), f" in its {r['stage']}" if r.get("stage") else "",
-                  r.get("error"))
