@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,10 +29,13 @@ SEARCH = ["run", *TINY, "--set", "search.epochs=1"]
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory):
     """The package pip-installed into a folder put on sys.path: nas finds it by its entry point."""
-    target = tmp_path_factory.mktemp("contract") / "site"
+    tmp = tmp_path_factory.mktemp("contract")
+    # built from a copy: setuptools leaves build/ beside the sources, which a later build would reuse
+    source, target = tmp / "source", tmp / "site"
+    shutil.copytree(PACKAGE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "--no-cache-dir",
-         "--disable-pip-version-check", "--quiet", "--target", str(target), str(PACKAGE)],
+         "--disable-pip-version-check", "--quiet", "--target", str(target), str(source)],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     with pytest.MonkeyPatch.context() as mp:
