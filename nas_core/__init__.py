@@ -56,6 +56,10 @@ _EXPORTS = {
     # genotypes
     "Genotype": "nas_core.genotype",
     "Cell": "nas_core.genotype",
+    "load_genotype": "nas_core.genotype_io",  # a file, run directory, registered name or text, as --genotype reads
+    "parse_cell_string": "nas_core.genotype_io",  # NAS-Bench-201's |op~0|+|op~0|op~1|+... form
+    "format_cell_string": "nas_core.genotype_io",
+    "format_genotype_text": "nas_core.genotype_io",  # the text form commands print
     "cell_graph": "nas_core.draw",
     "dot_available": "nas_core.draw",  # whether Graphviz's dot program can render cells
     "write_text_atomic": "nas_core.files",

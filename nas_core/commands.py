@@ -15,7 +15,7 @@ from nas_core.files import write_text_atomic
 from nas_core.config import Component, Config, Layer, load_yaml_file, require, resolve, to_yaml
 from nas_core.errors import ConfigError, GenotypeError, NasError
 from nas_core.genotype import Genotype
-from nas_core.genotype_io import format_darts_text, load_genotype
+from nas_core.genotype_io import format_genotype_text, load_genotype
 from nas_core.plugins import REGISTRATION_HOOKS, distribution_of
 from nas_core.run import CHECKPOINT_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULTS_FILE
 from nas_core.toolkit import CONFIG_FLAGS, Toolkit, check_new_files, check_resume_flags
@@ -149,7 +149,7 @@ def derive(args: argparse.Namespace, toolkit: Toolkit) -> int:
         raise NasError(f"discretizer {name!r} returned {type(genotype).__name__}, not a Genotype")
     space.validate(genotype)
     write_text_atomic(out, genotype.to_json())
-    print(f"{format_darts_text(genotype)}\n\n{genotype.to_json()}\nwritten to {out}")
+    print(f"{format_genotype_text(genotype)}\n\n{genotype.to_json()}\nwritten to {out}")
     return 0
 
 
@@ -163,14 +163,15 @@ def show(args: argparse.Namespace, toolkit: Toolkit) -> int:
     config = resolve(registries, [Layer({"space": {"name": space_name}} if space_name else {}, "command line")],
                      preset=None if space_name else registries.default_preset())
     require(config, registries, ("space",), "nas show")
-    build_space(registries, config.space).validate(genotype)
+    space = build_space(registries, config.space)
+    space.validate(genotype)
     if args.out:  # checked before anything is printed or written
         check_new_files(drawing_paths(genotype, Path(args.out)), "--out", force=args.force)
-    print(format_darts_text(genotype))
+    print(format_genotype_text(genotype))
     if not args.out:
         print("(draw the cells with --out PREFIX)")
         return 0
-    for path in draw(genotype, Path(args.out)):
+    for path in draw(genotype, Path(args.out), num_inputs=space.arch_spec().num_inputs):
         print(f"wrote {path}")
     if not dot_available():
         print("PNG and SVG need Graphviz's `dot` program (Debian/Ubuntu: apt-get install graphviz; "

@@ -262,7 +262,9 @@ def load_yaml_file(path: str | Path) -> dict[str, Any]:
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
-    """``["search.epochs=3", "optimizer.xi=0"]`` -> nested mapping; values read as YAML scalars."""
+    """``["search.epochs=3", "optimizer.xi=0"]`` -> nested mapping; values read as YAML scalars.
+    ``space.edge=partial_channels`` with ``space.edge.k=2`` chooses a component option and sets its
+    options (``{"edge": {"name": "partial_channels", "k": 2}}``), in either order."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, raw = item.partition("=")
@@ -277,10 +279,15 @@ def parse_set(items: list[str]) -> dict[str, Any]:
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
+            if isinstance(node.get(part), str):  # a component chosen by name, now given options too
+                node[part] = {"name": node[part]}
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {brief(item)}: {brief(part)} is set both as a value and as a section")
-        node[parts[-1]] = value
+        if isinstance(node.get(parts[-1]), dict) and isinstance(value, str):  # options first, then the name
+            node[parts[-1]]["name"] = value
+        else:
+            node[parts[-1]] = value
     return out
 
 

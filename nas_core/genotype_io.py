@@ -8,18 +8,24 @@ The text is parsed with :mod:`ast` and only these shapes are accepted: one call 
 with keyword arguments, lists of ``(str, int)`` tuples, and concat as ``range(a, b)`` or a list
 of ints. Nothing is evaluated; anything else is an error naming what and where. Both forms are
 bounded (nas_core.genotype.MAX_NODES and the sizes here) before anything is built from them.
+
+Cells of one input node whose output is their last node (NAS-Bench-201's, and every search on it)
+have a text form of their own, the cell string of the NAS-Bench-201 API (Dong & Yang, ICLR 2020)::
+
+    |nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import attrs
 
 from nas_core.errors import GenotypeError, brief, closest_hint
-from nas_core.genotype import Cell, Genotype, check_index, check_size
+from nas_core.genotype import MAX_INDEX, Cell, Genotype, check_index, check_size
 
 MAX_TEXT = 100_000  # characters of the text form (DARTS_V2 is 480)
 MAX_FILE_BYTES = 1_000_000  # a genotype file (JSON of the largest cell allowed: about 20 kB)
@@ -151,8 +157,64 @@ def format_darts_text(genotype: Genotype, concat_as_range: dict[str, bool] | Non
     return f"Genotype({', '.join(parts)})"
 
 
+CELL_STRING_CELL = "cell"  # the cell type a cell string describes
+_TERM = re.compile(r"([\w.-]+)~([0-9]+)", re.ASCII)  # op names: letters, digits, _ . -
+
+
+def parse_cell_string(text: str, cell: str = CELL_STRING_CELL) -> Genotype:
+    """The cell string of the NAS-Bench-201 API (``Structure.tostr``; Dong & Yang, ICLR 2020):
+    nodes 1..n separated by ``+``, each written ``|op~input|op~input|`` as the sum of those terms.
+    Node 0 is the cell's input and the cell outputs node n: a genotype of one cell ``cell`` with
+    concat ``(n,)``. Raises GenotypeError naming the node and the term that is wrong."""
+    if len(text) > MAX_TEXT:
+        raise GenotypeError(f"cell string is longer than {MAX_TEXT} characters")
+    parts = text.strip().split("+")
+    check_size(cell, len(parts), text.count("~"), 1, "cell string")  # bounded before anything is built
+    nodes = []
+    for j, part in enumerate(parts, start=1):
+        if len(part) < 3 or part[0] != "|" or part[-1] != "|":
+            raise GenotypeError(f"cell string, node {j}: expected |op~input|...|, got {brief(part)}")
+        pairs = []
+        for term in part[1:-1].split("|"):
+            match = _TERM.fullmatch(term)
+            if match is None:
+                raise GenotypeError(f"cell string, node {j}: expected op~input (an op name, ~, a node index), "
+                                    f"got {brief(term)}")
+            digits = match[2]
+            if len(digits) > len(str(MAX_INDEX)):  # refused before Python converts a huge number
+                raise GenotypeError(f"cell string, node {j}: {brief(digits)} is not a node index")
+            pairs.append((match[1], check_index(int(digits), f"cell string, node {j}: input index")))
+        nodes.append(tuple(pairs))
+    return Genotype({cell: Cell(tuple(nodes), (len(nodes),))})
+
+
+def format_cell_string(genotype: Genotype) -> str | None:
+    """The cell string of a genotype of one cell with one input node whose output is its last node;
+    None for any other genotype (``format_darts_text`` writes those)."""
+    if len(genotype.cells) != 1:
+        return None
+    (cell,) = genotype.cells.values()
+    if cell.concat != (len(cell.nodes),) or any(not 0 <= src <= j or not _TERM.fullmatch(f"{op}~{src}")
+                                                for j, node in enumerate(cell.nodes) for op, src in node):
+        return None  # not that shape, or op names the string cannot hold
+    return "+".join("|" + "|".join(f"{op}~{src}" for op, src in node) + "|" for node in cell.nodes)
+
+
+def format_genotype_text(genotype: Genotype) -> str:
+    """The text form commands print: the cell string where it applies, else the DARTS text form."""
+    return format_cell_string(genotype) or format_darts_text(genotype)
+
+
+def _parse_text(text: str) -> Genotype | None:
+    """The genotype ``text`` writes in one of the text forms (by its first character), else None."""
+    start = text.lstrip()
+    if start.startswith("Genotype("):
+        return parse_darts_text(text).genotype
+    return parse_cell_string(text) if start.startswith("|") else None
+
+
 def read_genotype_file(path: Path) -> Genotype:
-    """Our JSON, or the DARTS text form (a file starting with ``Genotype(``)."""
+    """Our JSON, the DARTS text form (a file starting with ``Genotype(``) or a cell string (``|``)."""
     try:
         with path.open("rb") as f:
             data = f.read(MAX_FILE_BYTES + 1)  # no more than that is read, whatever the file's size
@@ -164,23 +226,24 @@ def read_genotype_file(path: Path) -> Genotype:
                             f"{e.start})") from None
     if len(data) > MAX_FILE_BYTES:
         raise GenotypeError(f"genotype file {path} is larger than {MAX_FILE_BYTES} bytes; a genotype is a few kB")
-    if text.lstrip().startswith("Genotype("):
-        try:
-            return parse_darts_text(text).genotype
-        except GenotypeError as e:
-            raise GenotypeError(f"{path}: {e}") from None
-    return Genotype.from_json(text, source=str(path))
+    try:
+        genotype = _parse_text(text)
+    except GenotypeError as e:
+        raise GenotypeError(f"{path}: {e}") from None
+    return genotype or Genotype.from_json(text, source=str(path))
 
 
 def load_genotype(source: str, registered: Mapping[str, tuple[Genotype, str, str]]) -> Genotype:
     """A genotype from a file, a run directory (its genotype.json), a registered name, or inline
-    text: the DARTS form (``Genotype(...)``, as ``nas show`` prints it) or our JSON (``{...}``)."""
+    text: the DARTS form (``Genotype(...)``, as ``nas show`` prints it), a cell string
+    (``|op~0|+...``) or our JSON (``{...}``)."""
     inline = source.lstrip()
-    if inline.startswith("Genotype("):
-        try:
-            return parse_darts_text(inline).genotype
-        except GenotypeError as e:
-            raise GenotypeError(f"inline genotype text: {e}") from None
+    try:
+        genotype = _parse_text(inline)
+    except GenotypeError as e:
+        raise GenotypeError(f"inline genotype text: {e}") from None
+    if genotype is not None:
+        return genotype
     if inline.startswith("{"):
         return Genotype.from_json(inline, source="inline genotype JSON")
     path = Path(source)

@@ -17,6 +17,7 @@ from nas_core.files import write_text_atomic
 from nas_core.genotype import Genotype
 from nas_core.records import read_results
 from nas_core.run import CHECKPOINT_FILE, CONFIG_FILE, GENOTYPE_FILE, RESULTS_FILE, mark_run_dir
+from nas_core.search import prepare_search
 
 if TYPE_CHECKING:
     from nas_core.toolkit import Toolkit
@@ -42,9 +43,6 @@ def run_staged_search(toolkit: Toolkit, config: Config, run_dir: Path, *, resume
     count = len(config.search.stages)
     for stage in range(1, count + 1):  # every stage's own layer is valid before anything is written
         stage_config(toolkit, config, stage, {})
-    if not resume and distributed.is_main():
-        mark_run_dir(run_dir, "search")
-        write_text_atomic(run_dir / CONFIG_FILE, to_yaml(config))
     previous = None
     genotype = None
     for stage in range(1, count + 1):
@@ -57,8 +55,12 @@ def run_staged_search(toolkit: Toolkit, config: Config, run_dir: Path, *, resume
             if previous is not None:
                 toolkit.plugin_manager.hook.nas_stage_config(stage=stage - 1, finished=previous, layer=decided)
             stage_cfg = stage_config(toolkit, config, stage, decided)
-        genotype = toolkit.search(stage_cfg, path, resume=resumed, progress=progress, stage=stage,
-                                  previous_stage=None if resumed else previous)
+        prepared = prepare_search(toolkit.registries, stage_cfg)  # components built: their options are valid
+        if stage == 1 and not resume and distributed.is_main():
+            mark_run_dir(run_dir, "search")
+            write_text_atomic(run_dir / CONFIG_FILE, to_yaml(config))
+        genotype = toolkit.execute(prepared, path, phase="search", resume=resumed, progress=progress,
+                                   spec=prepared.spec, stage=stage, previous_stage=None if resumed else previous)
         if stage < count:  # read back on the CPU: what the next stage inherits is copied onto its device
             previous = toolkit.load_search(path, device="cpu")
     if distributed.is_main() and genotype is not None:

@@ -67,8 +67,10 @@ class DartsOptimizer(BilevelOptimizer):
         tied = tied_parameters(supernet)
         self.held = [not options.step_tied_weights and n in tied for n in self.names]  # w' = w for these
         self.alphas = list(relaxation.parameters())
+        if options.w_nesterov and options.w_momentum == 0:
+            raise ValueError("w_nesterov needs a momentum: set w_momentum > 0 or w_nesterov false")
         self.w_opt = torch.optim.SGD(self.weights, lr=options.w_lr, momentum=options.w_momentum,
-                                     weight_decay=options.w_weight_decay)
+                                     weight_decay=options.w_weight_decay, nesterov=options.w_nesterov)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, T_max=max(epochs, 1),
                                                                     eta_min=options.w_lr_min)
         self.a_opt = torch.optim.Adam(self.alphas, lr=options.arch_lr, betas=options.arch_betas,
@@ -186,9 +188,10 @@ class DartsOptimizer(BilevelOptimizer):
                     continue
                 d = g + self.opts.w_weight_decay * w
                 buf = self.w_opt.state.get(w, {}).get("momentum_buffer")
-                if buf is not None:
-                    d = d + self.opts.w_momentum * buf
-                out.append(w - xi * d)
+                step = d if buf is None else d + self.opts.w_momentum * buf  # SGD's next momentum buffer
+                if self.opts.w_nesterov:  # SGD's Nesterov step: the gradient plus momentum times that buffer
+                    step = d + self.opts.w_momentum * step
+                out.append(w - xi * step)
         return out
 
     def hessian_vector_product(self, v: Sequence[Tensor], batch: Any, state: Any = None,

@@ -72,6 +72,8 @@ class DartsOptions:
     w_lr: float = attrs.field(default=0.025, validator=attrs.validators.gt(0))
     w_lr_min: float = attrs.field(default=0.001, validator=attrs.validators.ge(0))  # cosine schedule ends here
     w_momentum: float = attrs.field(default=0.9, validator=attrs.validators.ge(0))
+    # Nesterov momentum on the weights (the NAS-Bench-201 and GDAS searches); the virtual step follows it
+    w_nesterov: bool = False
     w_weight_decay: float = attrs.field(default=3e-4, validator=attrs.validators.ge(0))
     grad_clip: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))  # max L2 norm of the weight gradient (0: off)
     arch_lr: float = attrs.field(default=3e-4, validator=attrs.validators.gt(0))

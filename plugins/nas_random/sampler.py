@@ -1,7 +1,8 @@
 """Uniform sampling of discrete cells from any space's :class:`~nas_core.ArchSpec`.
 
-Per intermediate node: ``spec.inputs_per_node`` distinct predecessors, drawn uniformly among the
-sources that have an edge into that node, each with an op drawn uniformly from the ops other than
+Per intermediate node: ``spec.inputs_per_node`` distinct predecessors (every one, where a node has
+fewer sources, as NAS-Bench-201's cells keep every edge), drawn uniformly among the sources that have
+an edge into that node, each with an op drawn uniformly from the ops other than
 ``spec.zero_op``; ``concat`` is the sorted destination nodes (what ``topk`` produces). Every such
 cell is equally likely (predecessors are stored in ascending order, so a cell has one form).
 """
@@ -42,11 +43,8 @@ def sample_genotype(spec: ArchSpec, generator: torch.Generator) -> Genotype:
         nodes = []
         sources = node_sources(spec, cell_type)
         for dst, srcs in sources.items():
-            if len(srcs) < k:
-                raise GenotypeError(f"cell {cell_type!r}, node {dst}: {len(srcs)} incoming sources, fewer than the "
-                                    f"space's {k} inputs per node")
             picked = sorted(srcs[int(i)] for i in torch.randperm(len(srcs), generator=generator)[:k])
-            choice = torch.randint(len(ops), (k,), generator=generator).tolist()
+            choice = torch.randint(len(ops), (len(picked),), generator=generator).tolist()
             nodes.append(tuple((ops[c], src) for c, src in zip(choice, picked)))
         cells[cell_type] = Cell(tuple(nodes), tuple(sources))
     return Genotype(cells)

@@ -48,8 +48,13 @@ class SgdOptions:
     lr_schedule: str = attrs.field(default="cosine", validator=attrs.validators.in_(("cosine", "step")))
     lr_gamma: float = attrs.field(default=0.97, validator=attrs.validators.gt(0))  # "step": lr *= lr_gamma per epoch
     momentum: float = attrs.field(default=0.9, validator=attrs.validators.ge(0))
+    nesterov: bool = False  # Nesterov momentum (NAS-Bench-201's training protocol)
     weight_decay: float = attrs.field(default=3e-4, validator=attrs.validators.ge(0))
     grad_clip: float = attrs.field(default=5.0, validator=attrs.validators.ge(0))  # max L2 norm of the gradient (0: off)
+
+    def __attrs_post_init__(self) -> None:
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs a momentum: set momentum > 0 or nesterov false")
 
 
 @attrs.frozen

@@ -19,7 +19,7 @@ class SgdTrainer(Trainer):
         self.opts, self.network, self.task = options, network, task
         self.params = list(network.parameters())
         self.optimizer = torch.optim.SGD(self.params, lr=options.lr, momentum=options.momentum,
-                                         weight_decay=options.weight_decay)
+                                         weight_decay=options.weight_decay, nesterov=options.nesterov)
         self.scheduler: torch.optim.lr_scheduler.LRScheduler = (
             torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(epochs, 1), eta_min=options.lr_min)
             if options.lr_schedule == "cosine" else torch.optim.lr_scheduler.StepLR(self.optimizer, 1, options.lr_gamma))

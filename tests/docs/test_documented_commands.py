@@ -73,6 +73,8 @@ SKIPPED: list[tuple[str, str]] = [  # (regex over the command, why it does not r
     (r"--rdzv[_-]endpoint[= ](?!localhost|127\.0\.0\.1)", "needs a second machine at the rendezvous address"),
     (r"^(?:\S*/)?tensorboard\b", "a web server that runs until stopped"),
     (r"^(?:sudo )?(?:apt-get|apt|brew) ", "installs system packages"),
+    (r"^nas nb201-lookup --benchmark ~/", "reads the published 4.7 GB NAS-Bench-201 file; tests/plugins/test_nb201.py "
+                                          "reads small files in its format"),
 ]
 #: Commands the docs say fail, with where they say so (none today).
 EXPECTED_TO_FAIL: list[tuple[str, str]] = []
@@ -94,12 +96,17 @@ TINY_DATA = {  # per dataset, applied last
     # convolution over a channels_last input of 4 channels: the ImageNet stem's FactorizedReduce
     # at C=4. The documented C=48 does not meet it, nor does C=16.
     "imagefolder": {"network.channels": 16},
+    "nb201": {"space.cells": 1, "space.channels": 4, "network.cells": 1, "network.channels": 4,
+              "search.batch_size": 8, "train.batch_size": 8},
 }
 # Which space and dataset a command uses, from its flags (the command's --set must fit them).
-PRESET_SPACE = {"rnn_demo": "darts_rnn", "rnn_paper": "darts_rnn"}
+PRESET_SPACE = {"rnn_demo": "darts_rnn", "rnn_paper": "darts_rnn", "nb201_demo": "nb201", "nb201_paper": "nb201",
+                "nb201_train": "nb201"}
 GENOTYPE_SPACE = {"darts_rnn": "darts_rnn"}
 TARGET_SPACE = {"wikitext2": "darts_rnn"}
-PRESET_DATASET = {"paper": "cifar10", "random_short_paper": "cifar10", "rnn_paper": "ptb"}
+PRESET_DATASET = {"paper": "cifar10", "random_short_paper": "cifar10", "rnn_paper": "ptb",
+                  **{f"{m}_paper": "cifar10" for m in ("pcdarts", "gdas", "drnas", "fairdarts", "nb201")},
+                  "nb201_train": "cifar10"}
 TARGET_DATASET = {"imagenet": "imagefolder", "cifar100": "cifar100", "wikitext2": "wikitext2"}
 TUNABLE = {"run", "train", "transfer", "select", "random"}
 # ---------------------------------------------------------------------------------------------

@@ -137,3 +137,11 @@ def test_preset_options_follow_a_component_with_the_same_options_class(registrie
     assert first.optimizer.name == "darts_1st"
     assert first.optimizer.options == demo.optimizer.options  # demo's lrs, not the class defaults
     assert first.optimizer.options.w_lr == 0.05
+
+
+def test_set_chooses_a_component_option_and_its_options_in_either_order():
+    expected = {"space": {"edge": {"name": "weighted_sum", "k": 2}}}
+    assert parse_set(["space.edge=weighted_sum", "space.edge.k=2"]) == expected
+    assert parse_set(["space.edge.k=2", "space.edge=weighted_sum"]) == expected
+    with pytest.raises(ConfigError, match="'epochs' is set both as a value and as a section"):
+        parse_set(["search.epochs=3", "search.epochs.x=1"])

@@ -40,7 +40,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory):
     assert proc.returncode == 0, proc.stderr
     with pytest.MonkeyPatch.context() as mp:
         mp.syspath_prepend(str(target))
-        mp.setenv("NAS_ONLY_PLUGINS", f"{os.environ['NAS_ONLY_PLUGINS']},{PLUGIN}")
+        # the example's partial_channels and dirichlet are also the names of the built-in PC-DARTS and
+        # DrNAS components: those two plugins stay out, as a user would disable one of two that clash
+        own = [name for name in os.environ["NAS_ONLY_PLUGINS"].split(",") if name not in ("pcdarts", "drnas")]
+        mp.setenv("NAS_ONLY_PLUGINS", ",".join([*own, PLUGIN]))
         mp.setenv("NAS_DISABLE_PLUGINS", "tensorboard")
         yield target
 
@@ -381,3 +384,13 @@ def _spec():
     from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace
 
     return DartsCnnSpace(DartsCnnOptions(cells=1, channels=4, nodes=2)).arch_spec()
+
+
+def test_a_staged_search_with_a_bad_component_option_writes_nothing(installed, tmp_path, capsys):
+    config = tmp_path / "stages.yaml"
+    config.write_text(yaml.safe_dump({"search": {"stages": [{}, {}]}}))
+    out = tmp_path / "run"
+    assert cli.main([*SEARCH, "--config", str(config), "--set", "space.edge=partial_channels",
+                     "--set", "space.edge.k=3", "--out", str(out)]) == 2
+    assert "k=3 does not divide the 4 channels" in capsys.readouterr().err
+    assert not out.exists()

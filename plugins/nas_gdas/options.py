@@ -1,0 +1,24 @@
+"""The options of the GDAS components: their config keys. Kept apart from the components so that
+registering them (every time ``nas`` starts) imports no torch."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class GdasOptions:
+    # the Gumbel-softmax temperature falls linearly from tau_max (first epoch) to tau_min (last epoch)
+    tau_max: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    tau_min: float = attrs.field(default=0.1, validator=attrs.validators.gt(0))
+    init_std: float = attrs.field(default=1e-3, validator=attrs.validators.ge(0))  # alpha ~ init_std * N(0, 1)
+
+    def __attrs_post_init__(self) -> None:
+        if self.tau_min > self.tau_max:
+            raise ValueError(f"tau_min ({self.tau_min}) must not exceed tau_max ({self.tau_max}): the temperature "
+                             f"falls from tau_max to tau_min")
+
+
+@attrs.frozen
+class GdasTopKOptions:
+    k: int = attrs.field(default=2, validator=attrs.validators.ge(1))  # (op, input) pairs kept per node

@@ -1,0 +1,1 @@
+"""PC-DARTS (Xu et al., ICLR 2020): partial-channel mixed edges and edge normalisation."""
