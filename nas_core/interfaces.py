@@ -73,6 +73,15 @@ class ArchSpec:
     def shape(self, cell_type: str) -> tuple[int, int]:
         return (len(self.edges[cell_type]), len(self.ops))
 
+    def table(self, strengths: Mapping[str, Tensor], cell_type: str) -> list[list[float]]:
+        """One cell type's op strengths as plain rows, one per edge in this spec's order; a
+        ValueError if their row count does not match the edges (strengths of another space)."""
+        table = strengths[cell_type].detach().cpu().tolist()
+        if len(table) != len(self.edges[cell_type]):
+            raise ValueError(f"strengths[{cell_type!r}] has {len(table)} rows; the space has "
+                             f"{len(self.edges[cell_type])} edges")
+        return table
+
 
 @attrs.frozen
 class DataInfo:

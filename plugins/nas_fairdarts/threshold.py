@@ -33,9 +33,7 @@ class ThresholdDiscretizer(Discretizer):
         live = [col for col, op in enumerate(spec.ops) if op != spec.zero_op]
         cells = {}
         for cell_type, edges in spec.edges.items():
-            table = strengths[cell_type].detach().cpu().tolist()
-            if len(table) != len(edges):
-                raise ValueError(f"strengths[{cell_type!r}] has {len(table)} rows; the space has {len(edges)} edges")
+            table = spec.table(strengths, cell_type)
             # each edge's strongest op (the first of equals, as the authors' strict > keeps it)
             best = [max(live, key=lambda col: (row[col], -col)) for row in table]
             renumbered = {i: i for i in range(spec.num_inputs)}  # kept node -> its index in the genotype

@@ -20,9 +20,7 @@ class GdasTopKDiscretizer(Discretizer):
         live = [col for col, op in enumerate(spec.ops) if op != spec.zero_op]
         cells = {}
         for cell_type, edges in spec.edges.items():
-            table = strengths[cell_type].detach().cpu().tolist()
-            if len(table) != len(edges):
-                raise ValueError(f"strengths[{cell_type!r}] has {len(table)} rows; the space has {len(edges)} edges")
+            table = spec.table(strengths, cell_type)
             dsts = sorted({dst for _, dst in edges})
             nodes = []
             for dst in dsts:

@@ -22,9 +22,7 @@ class ArgmaxEdgeDiscretizer(Discretizer):
         columns = [i for i, op in enumerate(spec.ops) if self.zero or op != spec.zero_op]
         cells = {}
         for cell_type, edges in spec.edges.items():
-            table = strengths[cell_type].detach().cpu().tolist()
-            if len(table) != len(edges):
-                raise ValueError(f"strengths[{cell_type!r}] has {len(table)} rows; the space has {len(edges)} edges")
+            table = spec.table(strengths, cell_type)
             nodes: dict[int, list[tuple[int, str]]] = {}
             for row, (src, dst) in enumerate(edges):
                 best = max(columns, key=lambda i: (table[row][i], -i))  # ties: the first op, as torch's argmax
