@@ -53,6 +53,7 @@ _EXPORTS = {
     "Phase": "nas_core.engine",  # one kind of run, for a discretizer's final phases
     "config_differences": "nas_core.config",  # which keys two saved configs disagree on
     "load_yaml": "nas_core.config",  # safe and bounded: for any YAML a plugin reads
+    "preset_file": "nas_core.config",  # a preset shipped as package data: presets/<name>.yaml
     # genotypes
     "Genotype": "nas_core.genotype",
     "Cell": "nas_core.genotype",
@@ -60,6 +61,7 @@ _EXPORTS = {
     "parse_cell_string": "nas_core.genotype_io",  # NAS-Bench-201's |op~0|+|op~0|op~1|+... form
     "format_cell_string": "nas_core.genotype_io",
     "format_genotype_text": "nas_core.genotype_io",  # the text form commands print
+    "top_k_genotype": "nas_core.derivation",  # DARTS's rule: per node the k strongest edges, each its best op
     "cell_graph": "nas_core.draw",
     "dot_available": "nas_core.draw",  # whether Graphviz's dot program can render cells
     "write_text_atomic": "nas_core.files",

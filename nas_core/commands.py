@@ -116,7 +116,7 @@ def transfer(args: argparse.Namespace, toolkit: Toolkit) -> int:
 
 def derive(args: argparse.Namespace, toolkit: Toolkit) -> int:
     from nas_core.checkpoint import load_checkpoint
-    from nas_core.interfaces import Discretizer, Relaxation, SearchSpace
+    from nas_core.interfaces import Discretizer, Relaxation
     from nas_core.records import search_dir
 
     registries = toolkit.registries
@@ -155,7 +155,6 @@ def derive(args: argparse.Namespace, toolkit: Toolkit) -> int:
 
 def show(args: argparse.Namespace, toolkit: Toolkit) -> int:
     from nas_core.draw import dot_available, draw, drawing_paths
-    from nas_core.interfaces import SearchSpace
 
     registries = toolkit.registries
     genotype = load_genotype(args.genotype, registries.genotypes)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import yaml
 
-from nas_core.errors import ConfigError, brief, closest_hint
+from nas_core.errors import ConfigError, PluginError, brief, closest_hint
 
 if TYPE_CHECKING:
     from nas_core.plugins import Registries
@@ -234,6 +234,17 @@ def load_yaml(text: str) -> Any:
         return loader.get_single_data()
     finally:
         loader.dispose()
+
+
+def preset_file(package: str, name: str) -> dict[str, Any]:
+    """The preset ``name`` shipped as ``presets/<name>.yaml`` in ``package`` (its package data), read
+    with :func:`load_yaml`: what a plugin's ``nas_register_presets`` passes to ``register``."""
+    from importlib import resources
+
+    data = load_yaml(resources.files(package).joinpath("presets", f"{name}.yaml").read_text())
+    if not isinstance(data, dict):
+        raise PluginError(f"{package}/presets/{name}.yaml is not a mapping in the config layout")
+    return data
 
 
 def load_yaml_file(path: str | Path) -> dict[str, Any]:

@@ -68,8 +68,10 @@ class RunContext:
     metrics: dict[str, float] = attrs.Factory(dict)  # the last finished epoch's metrics
     wall_time_s: float = 0.0  # seconds the run has taken up to its last finished epoch, resumes included
     epochs_done: int = 0  # epochs finished (and checkpointed), resumes included
+    stopped: str | None = None  # why a nas_should_stop rule ended the run early (None: it ran its epochs)
     extra: dict[str, Any] = attrs.Factory(dict)  # per-run values plugins share
     stage: int | None = None  # the stage of a staged search (search.stages), from 1; None otherwise
+    stages: int | None = None  # how many stages that search has
     # a staged search's previous stage read back (a SearchRecord), while a later stage starts afresh
     previous_stage: Any = None
     _generators: dict[str, torch.Generator] = attrs.Factory(dict)

@@ -109,7 +109,7 @@ def run_phase(phase: Phase, run: RunContext, *, restored: Mapping[str, Any] | No
     pm = run.plugin_manager
     stopped: str | None = None
     if restored is not None:
-        stopped = restored.get("stopped")
+        stopped = run.stopped = restored.get("stopped")
         if stopped or run.start_epoch >= run.epochs:
             log.info("%s is already complete (%d of %d epochs%s); reporting its result", run.dir,
                      run.start_epoch, run.epochs, f", stopped early: {stopped}" if stopped else "")
@@ -128,7 +128,8 @@ def run_phase(phase: Phase, run: RunContext, *, restored: Mapping[str, Any] | No
             metrics = run_steps(phase, run, progress)
             metrics.update(phase.end_epoch(run, metrics))
             metrics.update(run.epoch_metrics)
-            stopped = distributed.broadcast(pm.hook.nas_should_stop(run=run, epoch=epoch, metrics=metrics))
+            stopped = run.stopped = distributed.broadcast(pm.hook.nas_should_stop(run=run, epoch=epoch,
+                                                                                  metrics=metrics))
             metrics.update(run.epoch_metrics)  # and what the stopping rules measured (a Hessian eigenvalue)
             run.wall_time_s, run.epochs_done = base_time + time.monotonic() - started, epoch + 1
             if stopped is not None or epoch + 1 == run.epochs:

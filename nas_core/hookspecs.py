@@ -200,7 +200,8 @@ def nas_epoch_end(run: RunContext, epoch: int, metrics: Mapping[str, float], gen
 def nas_should_stop(run: RunContext, epoch: int, metrics: Mapping[str, float]) -> str | None:
     """Asked as each epoch ends, before its checkpoint: return a reason (a short sentence) to end
     the run there, cleanly, or None to go on. The first non-None answer wins; the reason is logged
-    and saved, and ``--resume`` then reports the run as complete.
+    and checkpointed (``run.stopped``; a search's ``results.json``: ``stopped``), and ``--resume``
+    then reports the run as complete.
 
     What a rule measures to decide goes into ``run.epoch_metrics`` (e.g. the dominant eigenvalue
     of the architecture Hessian that RobustDARTS stops on, Zela et al., ICLR 2020): the engine adds

@@ -195,7 +195,9 @@ class MixedEdge(nn.Module, ABC):
     the inputs of ``forward`` are the space's contract, documented by it. ``darts_cnn``'s: ``ops``
     (the op names, in the columns' order), ``channels``, ``stride``, ``make_op(name, channels)``
     (an op of the space's family built for search at this edge's stride) and
-    ``zero`` (the names of zero ops, which need not be computed); ``forward(x, weights, chosen=None,
+    ``zero`` (the names of zero ops, which need not be computed), ``cell_type`` and ``row`` (the edge's
+    row in that cell type's weights: an edge with its own op set, as P-DARTS prunes them, looks it up
+    by these); ``forward(x, weights, chosen=None,
     relu_x=None)`` with ``weights`` the edge's row of mixing weights, ``chosen`` its column under
     hard sampling (:attr:`MixingWeights.chosen`) and ``relu_x`` ``relu(x)`` when the cell shares it.
     """
@@ -393,7 +395,8 @@ class Discretizer(ABC):
         """Phases to run on the supernet once the search's epochs are done, before :meth:`final`
         (DARTS-PT: decide one edge per epoch by masking its ops, fine-tuning in between). Each runs
         in ``RUN_DIR/final/<phase.name>`` with its own checkpoints, so ``--resume`` continues inside
-        it; ``run.components`` holds the search's components. None by default."""
+        it; ``run.components`` holds the search's components. A staged search asks only in its last
+        stage (earlier stages end with their last epoch's :meth:`derive`). None by default."""
         return ()
 
     def final(self, strengths: Mapping[str, Tensor], spec: ArchSpec, run: RunContext) -> Genotype | None:

@@ -111,7 +111,8 @@ class SearchPhase(Phase):
         """The discretizer's final phases and final genotype, then ``results.json``: the genotype,
         the last validation metrics, the search's cost. A resumed, finished search passes through
         here again: its final phases are complete, so the final rule sees what it saw before."""
-        if self.genotype is not None:  # at least one epoch ran
+        # at least one epoch ran, and this is the search's end (a staged search's last stage)
+        if self.genotype is not None and run.stage == run.stages:
             for phase in self.discretizer.final_phases(run):
                 run_final_phase(phase, run)
             final = self.discretizer.final(self.relaxation.strengths(), self.spec, run)
@@ -126,7 +127,8 @@ class SearchPhase(Phase):
                                                                  if k.startswith("valid_")},
                        "epochs": run.epochs_done, "wall_time_s": run.wall_time_s,
                        "device": run.device_name, "space": c.space.name, "optimizer": c.optimizer.name,
-                       "dataset": c.dataset.name, "task": c.task.name, "seed": c.seed}
+                       "dataset": c.dataset.name, "task": c.task.name, "seed": c.seed,
+                       **({"stopped": run.stopped} if run.stopped else {})}
             write_text_atomic(run.dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
         return self.genotype
 

@@ -60,7 +60,8 @@ def run_staged_search(toolkit: Toolkit, config: Config, run_dir: Path, *, resume
             mark_run_dir(run_dir, "search")
             write_text_atomic(run_dir / CONFIG_FILE, to_yaml(config))
         genotype = toolkit.execute(prepared, path, phase="search", resume=resumed, progress=progress,
-                                   spec=prepared.spec, stage=stage, previous_stage=None if resumed else previous)
+                                   spec=prepared.spec, stage=stage, stages=count,
+                                   previous_stage=None if resumed else previous)
         if stage < count:  # read back on the CPU: what the next stage inherits is copied onto its device
             previous = toolkit.load_search(path, device="cpu")
     if distributed.is_main() and genotype is not None:

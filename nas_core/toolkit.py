@@ -134,7 +134,7 @@ class Toolkit:
 
     def execute(self, prepared: Any, run_dir: Path, *, phase: str, resume: bool, progress: bool | None,
                 spec: Any = None, genotype: Genotype | None = None, stage: int | None = None,
-                previous_stage: Any = None) -> Any:
+                stages: int | None = None, previous_stage: Any = None) -> Any:
         """Check what only the run can check (the batch's split over processes, the checkpoint it
         resumes), then create ``run_dir`` (unless resuming) and run a prepared phase there, logging
         to its log file. In a torchrun job nothing is written until every process has passed every
@@ -150,7 +150,8 @@ class Toolkit:
         distributed.check_batch_split(settings.batch_size, f"{section}.batch_size")
         run = RunContext(dir=run_dir, config=config, phase=phase, device=prepared.device,
                          plugin_manager=self.plugin_manager, epochs=settings.epochs, spec=spec, genotype=genotype,
-                         rank=rank, world_size=world, stage=stage, previous_stage=previous_stage)
+                         rank=rank, world_size=world, stage=stage, stages=stages,
+                         previous_stage=previous_stage)
         restored = restore(prepared, run) if resume else None
         distributed.start_check()  # every process is ready: from here on rank 0 writes
         if rank == 0 and resume:

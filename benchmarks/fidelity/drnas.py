@@ -43,7 +43,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pcdarts import (BATCH, CLASSES, CLIP, SIZE, Report, StepRun, catalog, copy_state, image_task,  # noqa: E402
-                     name_map, rel, setup, source, their_weight_step, weights_after, worst)
+                     name_map, rel, setup, source, their_weight_step, worst)
 
 C, CELLS = 12, 3  # 12 and 24 channels: K=6 and K=4 both divide them, and the halves stay even
 LR, MOMENTUM, WD, ARCH_LR, REG_SCALE = 0.1, 0.9, 3e-4, 6e-4, 1e-3  # their train_search.py defaults

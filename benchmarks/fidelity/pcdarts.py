@@ -176,8 +176,7 @@ def main() -> int:
     from nas_darts import plugin as darts_plugin
     from nas_darts.architect import DartsOptimizer
     from nas_darts.cnn_space import DartsCnnSpace
-    from nas_darts.options import DartsCnnOptions, DartsOptions, TopKOptions
-    from nas_darts.topk import TopKDiscretizer
+    from nas_darts.options import DartsCnnOptions, DartsOptions
     from nas_pcdarts import plugin as pcdarts_plugin
     from nas_pcdarts.edge_normalized import EdgeNormalizedRelaxation
     from nas_pcdarts.options import EdgeNormalizedOptions, PartialChannelOptions
@@ -250,12 +249,19 @@ def main() -> int:
         report.add(f"step {step + 1}: weights and BN statistics", weights_after(theirs, ours, mapping))
         report.add(f"step {step + 1}: alphas and betas", worst(zip(our_params, theirs.arch_parameters())))
 
+    return report.verdict() if same_genotype(theirs, relax, spec) else 1
+
+
+def same_genotype(theirs: nn.Module, relax: Any, spec: Any) -> bool:
+    """Whether DARTS's topk over our alphas derives their network's ``genotype()``; printed."""
+    from nas_darts.topk import TopKDiscretizer, TopKOptions
+
     derived = TopKDiscretizer(TopKOptions()).derive(relax.strengths(), spec)
     genotype = theirs.genotype()
     same = all([(op, src) for op, src in getattr(genotype, t)] ==
                [(op, src) for node in derived.cells[t].nodes for op, src in node] for t in ("normal", "reduce"))
     print(f"genotype: {'identical' if same else 'DIFFERENT'} ({genotype.normal})")
-    return report.verdict() if same else 1
+    return same
 
 
 if __name__ == "__main__":

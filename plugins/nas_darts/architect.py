@@ -5,8 +5,9 @@ in the first epochs (a weights-only warm-up).
 
 Second order (xi > 0): the architecture gradient of L_val(w', alpha) with the virtual step
 w' = w - xi * (momentum * buf + grad_w L_train(w, alpha) + wd * w), i.e. exactly the next
-SGD iterate. The Hessian-vector product is a central finite difference in w. w' and w +- eps*v
-live in plain tensors passed through ``torch.func.functional_call``: no copy of the network.
+SGD iterate. The Hessian-vector product is a central finite difference in w (the paper's), or exact
+by double backward (``hvp: exact``). w' and w +- eps*v live in plain tensors passed through
+``torch.func.functional_call``: no copy of the network.
 
 Options that reproduce the public RNN code (Liu et al.'s ``rnn/architect.py``; docs/architecture.md):
 a training batch's ``lr_scale`` (a language-model window's drawn length / bptt) scales the weight step's
@@ -196,18 +197,32 @@ class DartsOptimizer(BilevelOptimizer):
 
     def hessian_vector_product(self, v: Sequence[Tensor], batch: Any, state: Any = None,
                                sample: Any = None) -> list[Tensor]:
-        """grad^2_{alpha, w} L_train(w, alpha) . v by central differences in w."""
+        """grad^2_{alpha, w} L_train(w, alpha) . v: by central differences in w (the paper's), or
+        exactly by double backward (``hvp: exact``)."""
+        if isinstance(sample, PerPass):  # one draw for both sides of the difference
+            sample = self.relax.sample(sample.generator)
+        if self.opts.hvp == "exact":
+            return self.exact_hessian_vector_product(v, batch, state, sample)
         norm = _norm(v)
         # a zero v gives w+ == w-, hence an exact zero; clamping instead of testing keeps the host out
         eps = self.opts.fd_eps / norm.clamp_min(torch.finfo(norm.dtype).tiny)
         with torch.no_grad():
             w_plus = [w + eps * t for w, t in zip(self.weights, v)]
             w_minus = [w - eps * t for w, t in zip(self.weights, v)]
-        if isinstance(sample, PerPass):  # one draw for both sides of the difference
-            sample = self.relax.sample(sample.generator)
         g_plus = _grad(self.forward_pass(w_plus, self.mixing(sample), batch, state, "weights").loss, self.alphas)
         g_minus = _grad(self.forward_pass(w_minus, self.mixing(sample), batch, state, "weights").loss, self.alphas)
         return [(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus)]
+
+    def exact_hessian_vector_product(self, v: Sequence[Tensor], batch: Any, state: Any = None,
+                                     sample: Any = None) -> list[Tensor]:
+        """d/d alpha of (grad_w L_train(w, alpha) . v): the mixed second derivative applied to v,
+        with no step size to choose. Costs the memory of a backward graph kept for the second pass."""
+        out = self.forward_pass(self.weights, self.mixing(sample), batch, state, "weights")
+        g_w = torch.autograd.grad(out.loss, self.weights, create_graph=True, allow_unused=True)
+        dot = sum((g * t).sum() for g, t in zip(g_w, v) if g is not None)
+        if not isinstance(dot, Tensor) or not dot.requires_grad:  # no weight reaches the loss through alpha
+            return [torch.zeros_like(a) for a in self.alphas]
+        return _grad(dot, self.alphas)
 
     def forward_pass(self, weights: list[Tensor], mix: MixingWeights, batch: Any, state: Any,
                      objective: str) -> Outcome:

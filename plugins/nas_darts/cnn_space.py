@@ -42,13 +42,15 @@ class SearchCell(nn.Module):
         self.pre0, self.pre1 = _preprocess(c_pp, c_p, c, reduction_prev, affine=False)
         zero = frozenset(op for op in opts.ops if catalog.operations.get(FAMILY, op).zero)
 
-        def edge(stride: int) -> nn.Module:
+        def edge(row: int, stride: int) -> nn.Module:
             def make_op(name: str, channels: int) -> nn.Module:
                 return catalog.operations.get(FAMILY, name).factory(channels, stride, False, True)
 
-            return catalog.mixed_edge(opts.edge, ops=opts.ops, channels=c, stride=stride, make_op=make_op, zero=zero)
+            return catalog.mixed_edge(opts.edge, ops=opts.ops, channels=c, stride=stride, make_op=make_op, zero=zero,
+                                      cell_type="reduce" if reduction else "normal", row=row)
 
-        self.edges = nn.ModuleList(edge(2 if reduction and src < NUM_INPUTS else 1) for src, _ in cell_edges(opts.nodes))
+        self.edges = nn.ModuleList(edge(row, 2 if reduction and src < NUM_INPUTS else 1)
+                                   for row, (src, _) in enumerate(cell_edges(opts.nodes)))
 
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, chosen: tuple[int, ...] | None,
                 recompute_edges: bool = False) -> Tensor:

@@ -82,6 +82,10 @@ class DartsOptions:
     # virtual step size; None: the current weight lr (darts_2nd only)
     xi: float | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
     fd_eps: float = attrs.field(default=0.01, validator=attrs.validators.gt(0))  # the step is fd_eps / ||grad_w' L_val||
+    # darts_2nd: the Hessian-vector product grad^2_{alpha,w} L_train . v as the paper's central finite
+    # difference (two forward and backward passes, fd_eps above), or exact by double backward (one
+    # forward, a backward that keeps its graph, and a second backward); benchmarks/hvp_error.py measures both
+    hvp: str = attrs.field(default="finite_difference", validator=attrs.validators.in_(("finite_difference", "exact")))
     # darts_2nd: clip the virtual step's gradient to grad_clip as the weight step does, so w' is the
     # clipped SGD iterate (the public RNN code does; at its lr of 20 an unclipped w' lands far away)
     clip_virtual_step: bool = False

@@ -7,9 +7,8 @@ from functools import partial
 from importlib import resources
 from typing import Any
 
-import yaml
 
-from nas_core import Genotype, hookimpl, lazy
+from nas_core import Genotype, hookimpl, lazy, preset_file
 from nas_darts.options import (CNN_OPS, PARAMETER_FREE, RNN_OPS, DartsCnnOptions, DartsOptions, DartsRnnOptions,
                                SoftmaxOptions, TopKOptions)
 
@@ -90,5 +89,4 @@ def nas_register_presets(register: Callable[..., None]) -> None:
                       ("paper", "the DARTS paper's CIFAR-10 search and evaluation settings"),
                       ("rnn_demo", "small CPU search and training of a recurrent cell on the embedded pydoc_topics text"),
                       ("rnn_paper", "the DARTS paper's PTB recurrent-cell search and evaluation settings")):
-        text = resources.files("nas_darts").joinpath("presets", f"{name}.yaml").read_text()
-        register(name, yaml.safe_load(text), doc=doc, default=name == "demo")
+        register(name, preset_file("nas_darts", name), doc=doc, default=name == "demo")

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from nas_core import ArchSpec, Cell, Discretizer, Genotype, RunContext
+from nas_core import ArchSpec, Discretizer, Genotype, RunContext, top_k_genotype
 from nas_darts.options import TopKOptions
 
 
@@ -16,26 +16,4 @@ class TopKDiscretizer(Discretizer):
         self.k = options.k
 
     def derive(self, strengths: Mapping[str, Tensor], spec: ArchSpec, run: RunContext | None = None) -> Genotype:
-        k = self.k or spec.inputs_per_node
-        live = [i for i, op in enumerate(spec.ops) if op != spec.zero_op]
-        cells = {}
-        for cell_type, edges in spec.edges.items():
-            table = spec.table(strengths, cell_type)
-            dsts = sorted({dst for _, dst in edges})
-            nodes = []
-            for dst in dsts:
-                # (strength, best op, src) per incoming edge; ties keep the lower row first
-                scored = []
-                for row, (src, d) in enumerate(edges):
-                    if d == dst:
-                        best = max(live, key=lambda i: (table[row][i], -i))
-                        scored.append((table[row][best], row, best, src))
-                scored.sort(key=lambda t: (-t[0], t[1]))
-                chosen, seen = [], set()
-                for _, _, op, src in scored:
-                    if src not in seen and len(chosen) < k:
-                        seen.add(src)
-                        chosen.append((spec.ops[op], src))
-                nodes.append(tuple(chosen))
-            cells[cell_type] = Cell(tuple(nodes), tuple(dsts))
-        return Genotype(cells)
+        return top_k_genotype(strengths, spec, self.k or spec.inputs_per_node)

@@ -6,11 +6,9 @@ by config; the warm-up is the DARTS optimizers' ``freeze_alpha_epochs``. Registe
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib import resources
 
-import yaml
 
-from nas_core import hookimpl, lazy
+from nas_core import hookimpl, lazy, preset_file
 from nas_drnas.options import DirichletOptions, DrnasSettings
 from nas_drnas.progressive import nas_run_start, nas_stage_config  # noqa: F401 (hooks of this plugin)
 
@@ -34,5 +32,4 @@ def nas_register_presets(register: Callable[..., None]) -> None:
                                    "top-4 ops per edge at K=4)"),
             ("drnas_paper", "paper", "DrNAS's CIFAR-10 progressive search settings (the authors' "
                                      "DARTS-space/train_search.py)")):
-        text = resources.files("nas_drnas").joinpath("presets", f"{name}.yaml").read_text()
-        register(name, yaml.safe_load(text), doc=doc, base=base)
+        register(name, preset_file("nas_drnas", name), doc=doc, base=base)

@@ -6,11 +6,9 @@ torch."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib import resources
 
-import yaml
 
-from nas_core import hookimpl, lazy
+from nas_core import hookimpl, lazy, preset_file
 from nas_fairdarts.options import SigmoidOptions, ThresholdOptions
 
 
@@ -32,5 +30,4 @@ def nas_register_presets(register: Callable[..., None]) -> None:
     for name, base, doc in (
             ("fairdarts_demo", "demo", "FairDARTS on digits: sigmoid weights, zero-one loss, threshold derivation"),
             ("fairdarts_paper", "paper", "FairDARTS's CIFAR-10 search settings (the authors' train_search.py)")):
-        text = resources.files("nas_fairdarts").joinpath("presets", f"{name}.yaml").read_text()
-        register(name, yaml.safe_load(text), doc=doc, base=base)
+        register(name, preset_file("nas_fairdarts", name), doc=doc, base=base)

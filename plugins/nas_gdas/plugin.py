@@ -6,11 +6,9 @@ registering loads no torch."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib import resources
 
-import yaml
 
-from nas_core import hookimpl, lazy
+from nas_core import hookimpl, lazy, preset_file
 from nas_gdas.options import GdasOptions, GdasTopKOptions
 
 
@@ -33,5 +31,4 @@ def nas_register_presets(register: Callable[..., None]) -> None:
     for name, base, doc in (
             ("gdas_demo", "demo", "GDAS on digits: hard Gumbel-softmax sampling, tau 10 -> 0.1, its derivation rule"),
             ("gdas_paper", "paper", "GDAS's CIFAR-10 search settings (the authors' NASNet-space GDAS scripts)")):
-        text = resources.files("nas_gdas").joinpath("presets", f"{name}.yaml").read_text()
-        register(name, yaml.safe_load(text), doc=doc, base=base)
+        register(name, preset_file("nas_gdas", name), doc=doc, base=base)

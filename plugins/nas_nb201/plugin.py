@@ -7,9 +7,8 @@ from functools import partial
 from importlib import resources
 from typing import Any
 
-import yaml
 
-from nas_core import hookimpl, lazy, parse_cell_string
+from nas_core import hookimpl, lazy, parse_cell_string, preset_file
 from nas_nb201 import lookup
 from nas_nb201.options import FAMILY, NB201_OPS, PARAMETER_FREE, ArgmaxEdgeOptions, Nb201Options
 
@@ -64,5 +63,4 @@ def nas_register_presets(register: Callable[..., None]) -> None:
                                   "cosine"),
             ("nb201_paper", "nb201_train", "DARTS (first order) on nb201 with the NAS-Bench-201 paper's CIFAR-10 "
                                            "search settings, then its training protocol")):
-        text = resources.files("nas_nb201").joinpath("presets", f"{name}.yaml").read_text()
-        register(name, yaml.safe_load(text), doc=doc, base=base)
+        register(name, preset_file("nas_nb201", name), doc=doc, base=base)

@@ -6,11 +6,9 @@ relaxation parameter (beta too). Factories are imported on first use: registerin
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib import resources
 
-import yaml
 
-from nas_core import hookimpl, lazy
+from nas_core import hookimpl, lazy, preset_file
 from nas_pcdarts.options import EdgeNormalizedOptions, PartialChannelOptions
 
 
@@ -33,5 +31,4 @@ def nas_register_presets(register: Callable[..., None]) -> None:
     for name, base, doc in (
             ("pcdarts_demo", "demo", "PC-DARTS on digits: partial channels K=4, edge normalisation, first order"),
             ("pcdarts_paper", "paper", "PC-DARTS's CIFAR-10 search settings (the authors' train_search.py)")):
-        text = resources.files("nas_pcdarts").joinpath("presets", f"{name}.yaml").read_text()
-        register(name, yaml.safe_load(text), doc=doc, base=base)
+        register(name, preset_file("nas_pcdarts", name), doc=doc, base=base)

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from importlib import resources
 
-import yaml
 
-from nas_core import hookimpl, lazy
+from nas_core import hookimpl, lazy, preset_file
 from nas_random.options import UniformPathOptions, WsRandomOptions, WsSelectOptions
 from nas_select.plugin import lazy_command, protocol_arguments
 
@@ -39,8 +37,7 @@ def nas_register_discretizers(register: Callable[..., None]) -> None:
 
 @hookimpl
 def nas_register_presets(register: Callable[..., None]) -> None:
-    text = resources.files("nas_random").joinpath("presets", "ws_random_demo.yaml").read_text()
-    register("ws_random_demo", yaml.safe_load(text),
+    register("ws_random_demo", preset_file("nas_random", "ws_random_demo"),
              doc="weight-sharing random search on digits (uniform_path, ws_random, ws_select)")
 
 

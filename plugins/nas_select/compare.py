@@ -15,15 +15,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nas_core import (CONFIG_FILE, RESULTS_FILE, Config, ConfigError, NasError, Toolkit, TrainingRecord,
-                      config_changes, has_stage_config, load_stage_config, load_training, run_type, write_text_atomic)
+from nas_core import (CONFIG_FILE, RESULTS_FILE, Config, ConfigError, Genotype, NasError, Toolkit, TrainingRecord,
+                      build_space, config_changes, has_stage_config, load_stage_config, load_training, run_type, write_text_atomic)
 from nas_select.protocol import (RANDOM_FILE, SELECT_FILE, candidate_records, pick_metric, read_manifest,
                                  seed_records, selection_cost)
 
 FINAL_SECTIONS = ("task", "dataset", "network", "trainer", "train")  # and the space's name
 #: the columns of PREFIX.csv; its header line is how nas compare knows a CSV file it wrote
 CSV_COLUMNS = ("method", "metric", "mean", "std", "n", "params_M", "search_cost_hours", "cost_device", "devices",
-               "dataset", "runs")
+               "dataset", "param_free_ops", "runs")
 
 
 def _eval_differences(a: Config, b: Config) -> list[str]:
@@ -52,23 +52,45 @@ def describe_run(toolkit: Toolkit, arg: str) -> dict[str, Any]:
     if (root / SELECT_FILE).is_file():
         manifest = read_manifest(root, SELECT_FILE, "select")
         records = seed_records(root, manifest["seeds"])
+        searched = [Genotype.from_dict(r["genotype"], source=f"{root} seed record") for r in records if r.get("genotype")]
         cost = selection_cost(records)
         devices = {str((r.get("search") or {}).get("device", "")) for r in records} - {""}
         method, runs = label or str(manifest.get("optimizer")), _final_runs(root)
         kind = f"select ({manifest['seeds']} seeds)"
     elif (root / RANDOM_FILE).is_file():
         records = candidate_records(root)
+        searched = []
         cost = sum(float(r.get("wall_time_s") or 0.0) for r in records)
         devices = {str(r.get("device", "")) for r in records} - {""}
         method, runs = label or "random", _final_runs(root)
         kind = f"random ({len(records)} candidates)"
     elif (root / RESULTS_FILE).is_file() and (root / CONFIG_FILE).is_file():
         method, runs, cost, devices, kind = label or "train", [root], None, set(), "train"
+        searched = []
     else:
         raise NasError(f"{root} is neither a nas select, a nas random nor a finished nas train directory")
     short = load_stage_config(toolkit, root, "short") if kind != "train" and has_stage_config(root, "short") else None
-    return {"dir": str(root), "method": method, "kind": kind, "finals": [_final_results(toolkit, p) for p in runs],
-            "cost_s": cost, "devices": devices, "short": short}
+    finals = [_final_results(toolkit, p) for p in runs]
+    return {"dir": str(root), "method": method, "kind": kind, "finals": finals, "cost_s": cost, "devices": devices,
+            "short": short, "param_free": _param_free_counts(toolkit, searched or [f.genotype for f in finals], finals)}
+
+
+def _param_free_counts(toolkit: Toolkit, genotypes: Sequence[Genotype | None], finals: Sequence[TrainingRecord]
+                       ) -> list[tuple[int, int]]:
+    """(parameter-free ops, ops) in the normal cell of each cell a method found (its searches' cells,
+    else the trained ones): the count that DARTS's collapse drives up. Empty where the space does
+    not say which of its ops have no weights."""
+    if not finals or not any(genotypes):
+        return []
+    free = build_space(toolkit.registries, finals[0].config.space).arch_spec().parameter_free
+    counts = []
+    for genotype in genotypes:
+        if genotype is None or not free:
+            continue
+        cell = genotype.cells.get("normal") or next(iter(genotype.cells.values()))
+        ops = [op for node in cell.nodes for op, _ in node]
+        counts.append((sum(op in free for op in ops), len(ops)))
+    return counts
 
 
 def _final_results(toolkit: Toolkit, run_dir: Path) -> TrainingRecord:
@@ -157,8 +179,8 @@ def compare(args: argparse.Namespace, toolkit: Toolkit) -> int:
         methods.setdefault(run["method"], []).append(run)
     percent = metric.endswith(("error", "acc"))
     name = metric[len("test_"):].replace("_", " ")
-    header = ["Method", f"Test {name}{' (%)' if percent else ''}", "Params (M)", "Search cost", "Final runs",
-              "Directories"]
+    header = ["Method", f"Test {name}{' (%)' if percent else ''}", "Params (M)", "Search cost",
+              "Parameter-free ops (normal cell)", "Final runs", "Directories"]
     rows, csv_rows = [], []
     for method, group in methods.items():
         finals: list[TrainingRecord] = [f for run in group for f in run["finals"]]
@@ -174,19 +196,23 @@ def compare(args: argparse.Namespace, toolkit: Toolkit) -> int:
             "cuda" in d for d in devices) else "mixed"
         cost_h = sum(costs) / len(costs) / 3600 if costs else None
         metric_text = f"{scale * mean:.2f}" + (f" +- {scale * std:.2f}" if std is not None else "")
+        free = [c for run in group for c in run["param_free"]]
+        free_text = ", ".join(f"{n}/{total}" for n, total in free) or "-"
         cost_text = "-" if cost_h is None else f"{cost_h:.3g} {unit}-hours"
-        rows.append([method, metric_text, f"{sum(params) / len(params):.3f}" if params else "-", cost_text,
+        rows.append([method, metric_text, f"{sum(params) / len(params):.3f}" if params else "-", cost_text, free_text,
                      str(len(values)), ", ".join(run["dir"] for run in group)])
         csv_rows.append({"method": method, "metric": metric, "mean": scale * mean,
                          "std": "" if std is None else scale * std, "n": len(values),
                          "params_M": sum(params) / len(params) if params else "",
                          "search_cost_hours": "" if cost_h is None else cost_h, "cost_device": unit,
                          "devices": "; ".join(sorted(devices)), "dataset": dataset,
+                         "param_free_ops": "; ".join(f"{n}/{total}" for n, total in free),
                          "runs": "; ".join(run["dir"] for run in group)})
     md = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     md += ["| " + " | ".join(row) + " |" for row in rows]
     text = (f"Dataset {dataset}; test metric {metric} (mean +- std over final runs; search cost per run of the "
-            f"method: searches plus short trainings, or all random candidates)\n\n" + "\n".join(md) + "\n")
+            f"method: searches plus short trainings, or all random candidates; parameter-free ops of the normal "
+            f"cell each search derived, or of the trained cell)\n\n" + "\n".join(md) + "\n")
     print(text, end="")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, CSV_COLUMNS)

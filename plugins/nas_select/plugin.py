@@ -7,12 +7,10 @@ from __future__ import annotations
 import argparse
 import importlib
 from collections.abc import Callable
-from importlib import resources
 from typing import Any
 
-import yaml
 
-from nas_core import hookimpl
+from nas_core import hookimpl, preset_file
 
 
 def lazy_command(target: str) -> Callable[[argparse.Namespace, Any], int]:
@@ -95,5 +93,4 @@ def nas_register_presets(register: Callable[..., None]) -> None:
     # the short-budget trainings of a selection (nas select, and nas random's candidates)
     for name, doc in (("random_short", "short-budget training of candidate cells on digits (nas random/select)"),
                       ("random_short_paper", "the paper's short budget: 100 epochs CIFAR-10 per candidate cell")):
-        text = resources.files("nas_select").joinpath("presets", f"{name}.yaml").read_text()
-        register(name, yaml.safe_load(text), doc=doc)
+        register(name, preset_file("nas_select", name), doc=doc)

@@ -116,9 +116,11 @@ def test_a_hook_stops_a_run_early_and_resume_knows_it_is_complete(tmp_path, caps
     assert "epoch 2/5" in out and "epoch 3/5" not in out and "stopped early after epoch 2: enough after epoch 2" in out
     state = load_checkpoint(run / "checkpoint.pt")
     assert state["epoch"] == 1 and state["stopped"] == "enough after epoch 2"
+    assert json.loads((run / "results.json").read_text())["stopped"] == "enough after epoch 2"
     assert nas("run", "--resume", str(run), "--no-progress", plugins=[toy]) == 0
     out = capsys.readouterr().out
     assert "already complete" in out and "epoch 3/5" not in out
+    assert json.loads((run / "results.json").read_text())["stopped"] == "enough after epoch 2"
 
 
 def test_components_hear_progress_through_the_run_context(tmp_path):

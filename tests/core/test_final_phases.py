@@ -144,3 +144,18 @@ def test_final_phase_decides_the_genotype_and_resumes_inside(tmp_path):
     # a finished run resumed again: the phase is complete, nothing runs, the result stands
     assert nas("run", "--resume", str(broken), "--no-progress") == 0
     assert (broken / "genotype.json").read_text() == (whole / "genotype.json").read_text()
+
+
+def test_a_staged_search_runs_the_final_phases_after_its_last_stage_only(tmp_path):
+    """Earlier stages end with their last epoch's derive (what the next stage builds on); the
+    selection runs once, on the last stage's supernet, and decides the search's genotype."""
+    config = tmp_path / "stages.yaml"
+    config.write_text("search: {stages: [{}, {}]}\n")
+    run = tmp_path / "run"
+    assert nas("run", *TOY, "--config", str(config), "--out", str(run)) == 0
+    assert not (run / "stage_1" / "final").exists()
+    assert (run / "stage_2" / "final" / "projection" / "checkpoint.pt").is_file()
+    final = Genotype.from_json((run / "genotype.json").read_text())
+    assert [len(node) for node in final.cells[CELL].nodes] == [1, 2]  # the decisions, not derive's
+    first = Genotype.from_json((run / "stage_1" / "genotype.json").read_text())
+    assert [len(node) for node in first.cells[CELL].nodes] == [1, 1]

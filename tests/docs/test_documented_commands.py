@@ -105,7 +105,9 @@ PRESET_SPACE = {"rnn_demo": "darts_rnn", "rnn_paper": "darts_rnn", "nb201_demo":
 GENOTYPE_SPACE = {"darts_rnn": "darts_rnn"}
 TARGET_SPACE = {"wikitext2": "darts_rnn"}
 PRESET_DATASET = {"paper": "cifar10", "random_short_paper": "cifar10", "rnn_paper": "ptb",
-                  **{f"{m}_paper": "cifar10" for m in ("pcdarts", "gdas", "drnas", "fairdarts", "nb201")},
+                  **{f"{m}_paper": "cifar10" for m in ("pcdarts", "gdas", "drnas", "fairdarts", "nb201", "darts_minus",
+                                                       "sdarts_rs", "sdarts_adv", "robust_darts", "darts_pt",
+                                                       "pdarts")},
                   "nb201_train": "cifar10"}
 TARGET_DATASET = {"imagenet": "imagefolder", "cifar100": "cifar100", "wikitext2": "wikitext2"}
 TUNABLE = {"run", "train", "transfer", "select", "random"}

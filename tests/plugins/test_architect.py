@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 import torch
 import torch.nn.functional as F
@@ -95,6 +96,41 @@ def test_hessian_vector_product_matches_autograd():
     g_w = torch.autograd.grad(loss, opt.weights, create_graph=True)
     exact = torch.autograd.grad(sum((g * t).sum() for g, t in zip(g_w, v)), opt.alphas)
     assert (flat(ours) - flat(exact)).norm() / flat(exact).norm() < 1e-6
+
+
+def test_exact_hvp_equals_the_autograd_hessian_block_times_v():
+    """``hvp: exact`` against the alpha-w block of the Hessian of L_train, built row by row by
+    torch.autograd.functional.jacobian of grad_alpha L_train as a function of w, then times v."""
+    opt, train, _ = make(True, xi=0.1, hvp="exact")
+    torch.manual_seed(5)
+    v = [torch.randn_like(w) for w in opt.weights]
+    shapes = [w.shape for w in opt.weights]
+    sizes = [w.numel() for w in opt.weights]
+
+    def grad_alpha(w_flat: torch.Tensor) -> torch.Tensor:
+        params = {n: t.view(s) for n, t, s in zip(opt.names, w_flat.split(sizes), shapes)}
+        out = functional_call(opt.net, params, (train[0],), {"arch_weights": opt.relax.weights()})
+        return flat(torch.autograd.grad(F.cross_entropy(out, train[1]), opt.alphas, create_graph=True))
+
+    block = torch.autograd.functional.jacobian(grad_alpha, flat(opt.weights).detach())  # [alphas, weights]
+    assert block.shape == (sum(a.numel() for a in opt.alphas), sum(sizes))
+    expected = block @ flat(v)
+    ours = flat(opt.hessian_vector_product(v, train))
+    assert expected.norm() > 0
+    assert (ours - expected).norm() / expected.norm() < 1e-10
+    # the finite difference (with a step small enough not to cross a ReLU's kink) is near, not equal
+    opt.opts = attrs.evolve(opt.opts, hvp="finite_difference", fd_eps=FD_EPS)
+    fd = flat(opt.hessian_vector_product(v, train))
+    assert 1e-12 < (fd - expected).norm() / expected.norm() < 1e-6
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_second_order_gradient_with_the_exact_hvp_is_the_hypergradient(seed):
+    xi = 0.5
+    opt, train, val = make(True, xi=xi, seed=seed, hvp="exact")
+    _, ours = opt.arch_gradient(train, val)
+    exact = exact_hypergradient(opt, train, val, xi)
+    assert (flat(ours) - flat(exact)).norm() / flat(exact).norm() < 1e-10
 
 
 def test_fd_step_is_normalised_by_the_vector_norm():

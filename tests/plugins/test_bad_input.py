@@ -34,6 +34,7 @@ BAD = [
     ([*RUN, "--set", "search.batch_size=-16"], "invalid search option: batch_size must be at least 1"),
     ([*RUN, "--set", "search.batch_size=5000"], "search.batch_size=5000 is larger than the"),
     ([*RUN, "--set", "optimizer.arch_lr=-0.001"], "invalid optimizer option: 'arch_lr' must be > 0"),
+    ([*RUN, "--set", "optimizer.hvp=dense"], "invalid optimizer option: 'hvp' must be in"),
     ([*RUN, "--set", "task.workers=-1"], "invalid task option: 'workers' must be >= 0"),
     ([*RUN, "--set", "search.max_steps_per_epoch=0"], "invalid search option: max_steps_per_epoch must be"),
     ([*RUN, "--threads", "0"], "threads must be at least 1, got 0"),

@@ -25,7 +25,35 @@ def test_search_step_benchmark_smoke(tmp_path):
     assert "ours/reference darts_2nd time" in proc.stdout
 
 
-@pytest.mark.parametrize("method", ["pcdarts", "drnas", "gdas", "fairdarts", "nb201"])
+def test_hvp_error_benchmark_smoke(tmp_path):
+    out = tmp_path / "hvp.json"
+    proc = subprocess.run([sys.executable, "benchmarks/hvp_error.py", "--smoke", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert [p["step"] for p in data["points"]] == [0, 2]
+    for point in data["points"]:
+        assert set(point["products"]) == {"exact", "fd r=0.01", "fd r=0.001", "fd r=0.0001"}
+        # the exact product in float32 is the float64 truth up to float32 rounding
+        assert point["products"]["exact"]["rel_error"] < 1e-4
+    assert set(data["peak_extra_mb"]) == {"exact", "finite_difference"}
+
+
+def test_method_step_benchmark_smoke(tmp_path):
+    out = tmp_path / "methods.json"
+    tiny = ["--set", "space.cells=3", "--set", "space.channels=4", "--set", "search.batch_size=16"]
+    proc = subprocess.run([sys.executable, "benchmarks/method_step.py", *tiny, "--rounds", "1", "--steps", "1",
+                           "--warmup", "0", "--methods", "darts_1st,darts_2nd,sdarts_adv,pdarts_stage3",
+                           "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert set(data["median_seconds"]) == {"darts_1st", "darts_2nd", "sdarts_adv", "pdarts_stage3"}
+    assert all(v > 0 for v in data["median_seconds"].values()) and data["eigenvalue_seconds"] > 0
+    assert "x darts_2nd" in proc.stdout
+
+
+@pytest.mark.parametrize("method", ["pcdarts", "drnas", "gdas", "fairdarts", "nb201", "darts_minus", "sdarts",
+                                    "robust_darts", "darts_pt", "pdarts"])
 def test_fidelity_scripts_skip_cleanly_without_the_authors_code(method):
     """Each side-by-side check needs the authors' checkout (benchmarks/fidelity/README.md); without it,
     it says which variable to set and exits 0, so CI and users without the code are not failed."""

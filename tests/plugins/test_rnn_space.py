@@ -96,6 +96,13 @@ def test_second_order_gradient_matches_autograd_with_carried_hidden_state(seed):
     assert out.state.shape == (3, 5) and not out.state.requires_grad
 
 
+def test_exact_hvp_gives_the_hypergradient_through_the_recurrent_cell():
+    opt, train, val, h_train, h_val = make(True, xi=0.5, grad_clip=0.0, hvp="exact")
+    _, ours = opt.arch_gradient(train, val, h_train, h_val)
+    exact = exact_hypergradient(opt, train, val, h_train, h_val, 0.5)
+    assert float((flat(ours) - flat(exact)).norm() / flat(exact).norm()) < 1e-10
+
+
 def test_clipped_virtual_step_is_the_next_clipped_sgd_iterate():
     opt, train, _, h_train, _ = make(True, xi=None, grad_clip=1e-3, clip_virtual_step=True)
     lr = opt.w_opt.param_groups[0]["lr"]

@@ -9,7 +9,7 @@ import pytest
 
 from nas_core import Genotype, Toolkit, cli
 from nas_darts.cnn_space import DartsCnnSpace
-from nas_darts.options import DartsCnnOptions
+from nas_darts.options import PARAMETER_FREE, DartsCnnOptions
 from nas_random.sampler import sample_candidate
 from nas_select.protocol import select_best, train_run
 
@@ -165,6 +165,16 @@ def test_end_to_end_random_select_and_compare(tmp_path, capsys):
     assert (tmp_path / "table.md").read_text().count("\n|") >= 3
     rows = list(csv.DictReader((tmp_path / "table.csv").open()))
     assert [r["method"] for r in rows] == ["darts_2nd", "rand"] and all(r["dataset"] == "digits" for r in rows)
+
+    def free_ops(genotype_file):  # by hand: the normal cell's ops among DARTS's weightless ones
+        ops = [op for node in Genotype.from_json(genotype_file.read_text()).cells["normal"].nodes for op, _ in node]
+        return f"{sum(op in PARAMETER_FREE for op in ops)}/{len(ops)}"
+
+    # the collapse column: every search's derived normal cell; for random search the trained cell
+    assert rows[0]["param_free_ops"] == "; ".join(free_ops(sel / f"seed_{i}" / "search" / "genotype.json")
+                                                  for i in range(2))
+    assert rows[1]["param_free_ops"] == free_ops(rand / "genotype.json")
+    assert f"| {rows[0]['param_free_ops'].replace('; ', ', ')} |" in out
     # another dataset in one final run: refused, naming both runs
     config = rand / "final" / "run_0" / "config.yaml"
     config.write_text(config.read_text().replace("name: digits", "name: cifar10"))

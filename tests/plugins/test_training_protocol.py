@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from nas_core import DataInfo, RunContext, cli, hookimpl
+from nas_core import RunContext, cli, hookimpl
 from nas_core.checkpoint import load_checkpoint
 from nas_core.config import resolve
 from nas_core.train import resolve_test_model
