@@ -4,7 +4,9 @@ search network (8 cells, C=16, batch 64) at several points of a search on real i
 digits, upsampled to 32x32 and repeated to 3 channels: CIFAR-10's format).
 
 At each point the vector is the one the architect uses, v = grad_w' L_val(w', alpha), and the truth is
-the exact product computed in float64. Printed per point: the relative error of each product
+the exact product (``--truth float64`` computes it in float64; the default float32 is the search's own
+precision: at the paper config a float64 double backward needs over 22 GB on CPU). Printed per
+point: the relative error of each product
 (||h - h_true|| / ||h_true||), its cosine with the truth, the error it causes in the architecture
 gradient (||xi (h - h_true)|| / ||g_true||), and seconds. Peak memory of each product is measured in
 fresh processes at the first point (resident set size on CPU, ``max_memory_allocated`` on CUDA).
@@ -22,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -119,8 +120,8 @@ def _as_double(opt, v, batches):
     return twin, [t.double() for t in v], [(x.double(), y) for x, y in batches]
 
 
-def measure_point(opt, train, val, radii: list[float], device) -> dict:
-    """Every product at the search's current point, against the float64 exact one."""
+def measure_point(opt, train, val, radii: list[float], device, truth_dtype: str) -> dict:
+    """Every product at the search's current point, against the exact one in ``truth_dtype``."""
     import torch
 
     xi = opt.xi
@@ -129,9 +130,12 @@ def measure_point(opt, train, val, radii: list[float], device) -> dict:
     grads = torch.autograd.grad(out.loss, [*opt.alphas, *w_virtual])
     d_alpha, v = grads[:len(opt.alphas)], [g.detach() for g in grads[len(opt.alphas):]]
 
-    twin, v64, (train64,) = _as_double(opt, v, [train])
-    truth = _flat(_product(twin, v64, train64, "exact"))
-    del twin
+    if truth_dtype == "float64":
+        twin, v64, (train64,) = _as_double(opt, v, [train])
+        truth = _flat(_product(twin, v64, train64, "exact"))
+        del twin
+    else:  # the exact product in the search's own precision (float64 needs about twice its memory)
+        truth = _flat(_product(opt, v, train, "exact")).double()
     g_true = _flat(d_alpha).double() - xi * truth
     rows = {}
     for name, hvp, r in [("exact", "exact", 0.0), *[(f"fd r={x:g}", "finite_difference", x) for x in radii]]:
@@ -157,17 +161,25 @@ def memory_child(cfg: dict, hvp: str, device_name: str) -> dict:
     train = _digits(cfg, device)[0]
     gen = torch.Generator().manual_seed(2)
     v = [torch.randn(w.shape, generator=gen).to(device) for w in opt.weights]
-    _product(opt, v, train, hvp)  # warm-up: allocator pools and lazy inits out of the way
-    _sync(device)
     if device.type == "cuda":
+        _product(opt, v, train, hvp)  # warm-up: lazy inits out of the way (the allocator counts exactly)
+        _sync(device)
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         _product(opt, v, train, hvp)
         return {"peak_extra_mb": (torch.cuda.max_memory_allocated() - base) / 2**20}
-    with open("/proc/self/status") as f:
-        rss = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+    # CPU: the first product in this fresh process (after a warm-up, memory the allocator kept would hide
+    # the peak); VmHWM is the peak resident set size, reset to the current one by writing 5 to clear_refs
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    rss = _status_mb("VmRSS")
     _product(opt, v, train, hvp)
-    return {"peak_extra_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - rss}
+    return {"peak_extra_mb": _status_mb("VmHWM") - rss}
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(f"{field}:"))
 
 
 def main() -> None:
@@ -181,13 +193,16 @@ def main() -> None:
     p.add_argument("--radii", default="0.01,0.001,0.0001", help="fd_eps values of the finite difference")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    p.add_argument("--truth", choices=("float32", "float64"), default="float32",
+                   help="precision of the exact product the others are measured against (float64: about 2.5x "
+                        "the memory of float32's; at the paper config on CPU that is over 22 GB)")
     p.add_argument("--smoke", action="store_true", help="tiny network, 2 points")
     p.add_argument("--json", type=Path)
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()
     cfg = {"cells": args.cells, "channels": args.channels, "batch": args.batch, "image": args.image}
     if args.smoke:
-        cfg, args.points = {"cells": 3, "channels": 4, "batch": 8, "image": 8}, "0,2"
+        cfg, args.points, args.truth = {"cells": 3, "channels": 4, "batch": 8, "image": 8}, "0,2", "float64"
 
     import torch
 
@@ -202,7 +217,7 @@ def main() -> None:
     opt = _build(cfg, device)
     opt.second_order = False  # the search between points: first order (cheaper); xi below is the lr
     batches, run = _digits(cfg, device), _Run()
-    print(f"paper search network: {cfg}, device {args.device}, {len(batches)} digit batches; truth: exact in float64")
+    print(f"paper search network: {cfg}, device {args.device}, {len(batches)} digit batches; truth: exact in {args.truth}")
     results, done = [], 0
     for point in points:
         while done < point:
@@ -211,7 +226,7 @@ def main() -> None:
             done += 1
         opt.second_order = True
         train, val = batches[(2 * done) % len(batches)], batches[(2 * done + 1) % len(batches)]
-        row = {"step": point, **measure_point(opt, train, val, radii, device)}
+        row = {"step": point, **measure_point(opt, train, val, radii, device, args.truth)}
         opt.second_order = False
         results.append(row)
         print(f"\nafter {point} search steps: xi {row['xi']:.4g}, the Hessian term is "
@@ -220,7 +235,7 @@ def main() -> None:
         for name, r in row["products"].items():
             print(f"  {name:<14} {r['rel_error']:>11.3e} {r['cosine']:>9.5f} {r['arch_grad_rel_error']:>14.3e} "
                   f"{r['seconds']:>8.2f}")
-    summary: dict[str, Any] = {"config": cfg, "device": args.device, "points": results}
+    summary: dict[str, Any] = {"config": cfg, "device": args.device, "truth": args.truth, "points": results}
     times = {name: statistics.median(r["products"][name]["seconds"] for r in results)
              for name in results[0]["products"]}
     print("\nmedian seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in times.items()))

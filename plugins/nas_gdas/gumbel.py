@@ -8,11 +8,18 @@ holds the sampled column of every edge, so ``darts_cnn`` computes only that op, 
 weight (1 in value) so that the gradient still reaches alpha. The temperature falls linearly from
 ``tau_max`` to ``tau_min`` over the epochs; docs/successors/gdas.md compares all this with the
 authors' code.
+
+``estimator: reinmax`` keeps the forward (the Gumbel-max sample is a draw from
+``Cat(softmax(alpha))``, what ReinMax samples) and replaces the straight-through backward by
+ReinMax's second-order one (:class:`ReinMax`; docs/successors/reinmax.md).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nas_core import ArchSpec, MixingWeights, Relaxation, RunContext, hookimpl
@@ -41,6 +48,31 @@ def hard_one_hot(probs: Tensor) -> tuple[Tensor, tuple[int, ...]]:
     index = probs.argmax(-1)
     one_hot = torch.zeros_like(probs).scatter_(-1, index[:, None], 1.0)
     return one_hot + (probs - probs.detach()), tuple(index.tolist())
+
+
+def softmax_jvp(p: Tensor, g: Tensor) -> Tensor:
+    """``J(p) g`` with ``J(p) = diag(p) - p p^T``, the softmax's Jacobian at probabilities ``p``, per row."""
+    return p * g - p * (p * g).sum(-1, keepdim=True)
+
+
+class ReinMax(torch.autograd.Function):
+    """ReinMax (Liu et al., "Bridging Discrete and Backpropagation: Straight-Through and Beyond",
+    NeurIPS 2023, Algorithm 2): the one-hot sample ``D`` passes forward unchanged; for an upstream
+    gradient ``g`` the logits receive ``2 J(pi_bar) g - J(pi) g / 2``, with ``pi = softmax(logits)``
+    and ``pi_bar = (softmax(logits / tau) + D) / 2``: a second-order (Heun) approximation of the
+    gradient of the expected loss, where straight-through is first order."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: Tensor, one_hot: Tensor, tau: Tensor) -> Tensor:
+        ctx.save_for_backward(logits, one_hot, tau)
+        return one_hot.clone()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
+        logits, one_hot, tau = ctx.saved_tensors
+        pi = torch.softmax(logits, dim=-1)
+        pi_bar = (torch.softmax(logits / tau, dim=-1) + one_hot) / 2
+        return 2 * softmax_jvp(pi_bar, grad) - softmax_jvp(pi, grad) / 2, None, None
 
 
 class GdasRelaxation(Relaxation):
@@ -75,7 +107,12 @@ class GdasRelaxation(Relaxation):
                 probs = torch.softmax(a, dim=-1)
             else:
                 probs = torch.softmax((torch.log_softmax(a, dim=-1) + sample[t].to(a.device)) / self.tau, dim=-1)
-            hard[t], chosen[t] = hard_one_hot(probs)
+            if sample is not None and self.options.estimator == "reinmax":
+                index = probs.detach().argmax(-1)
+                hard[t] = ReinMax.apply(a, F.one_hot(index, a.shape[-1]).to(a.dtype), self.tau)
+                chosen[t] = tuple(index.tolist())
+            else:
+                hard[t], chosen[t] = hard_one_hot(probs)
         return MixingWeights(hard, chosen)
 
     def strengths(self) -> dict[str, Tensor]:

@@ -15,8 +15,8 @@ from nas_gdas.options import GdasOptions, GdasTopKOptions
 @hookimpl
 def nas_register_relaxations(register: Callable[..., None]) -> None:
     register("gdas", lazy("nas_gdas.gumbel:GdasRelaxation"), options=GdasOptions,
-             doc="GDAS: one op per edge per pass by a hard Gumbel-softmax (one-hot forward, softmax gradient), "
-                 "tau annealed linearly.")
+             doc="GDAS: one op per edge per pass by a hard Gumbel-softmax (one-hot forward, softmax gradient, "
+                 "or ReinMax's with estimator: reinmax), tau annealed linearly.")
 
 
 @hookimpl
@@ -30,5 +30,6 @@ def nas_register_discretizers(register: Callable[..., None]) -> None:
 def nas_register_presets(register: Callable[..., None]) -> None:
     for name, base, doc in (
             ("gdas_demo", "demo", "GDAS on digits: hard Gumbel-softmax sampling, tau 10 -> 0.1, its derivation rule"),
-            ("gdas_paper", "paper", "GDAS's CIFAR-10 search settings (the authors' NASNet-space GDAS scripts)")):
+            ("gdas_paper", "paper", "GDAS's CIFAR-10 search settings (the authors' NASNet-space GDAS scripts)"),
+            ("reinmax_demo", "demo", "GDAS with ReinMax's second-order gradient on digits, tau 10 -> 1")):
         register(name, preset_file("nas_gdas", name), doc=doc, base=base)

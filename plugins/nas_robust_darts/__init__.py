@@ -1,1 +1,1 @@
-"""RobustDARTS (Zela et al., ICLR 2020): the dominant eigenvalue of the architecture Hessian, early stopping (DARTS-ES) and adaptive regularisation (DARTS-ADA)."""
+"""RobustDARTS (Zela et al., ICLR 2020): the dominant eigenvalue of the architecture Hessian, early stopping (DARTS-ES) and adaptive regularisation (DARTS-ADA); its reduced spaces S1-S4 and noise op, and op-set presets for collapse studies."""

@@ -107,7 +107,8 @@ TARGET_SPACE = {"wikitext2": "darts_rnn"}
 PRESET_DATASET = {"paper": "cifar10", "random_short_paper": "cifar10", "rnn_paper": "ptb",
                   **{f"{m}_paper": "cifar10" for m in ("pcdarts", "gdas", "drnas", "fairdarts", "nb201", "darts_minus",
                                                        "sdarts_rs", "sdarts_adv", "robust_darts", "darts_pt",
-                                                       "pdarts")},
+                                                       "pdarts", "snas", "rdarts_s1", "rdarts_s2", "rdarts_s3",
+                                                       "rdarts_s4", "no_skip", "deep")},
                   "nb201_train": "cifar10"}
 TARGET_DATASET = {"imagenet": "imagefolder", "cifar100": "cifar100", "wikitext2": "wikitext2"}
 TUNABLE = {"run", "train", "transfer", "select", "random"}
