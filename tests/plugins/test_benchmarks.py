@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO
 
 
+@pytest.mark.slow  # 80 s: nine fresh processes; `pytest -m slow` runs it
 def test_search_step_benchmark_smoke(tmp_path):
     out = tmp_path / "smoke.json"
     proc = subprocess.run([sys.executable, "benchmarks/search_step.py", "--smoke", "--json", str(out)],
@@ -39,6 +40,7 @@ def test_hvp_error_benchmark_smoke(tmp_path):
     assert set(data["peak_extra_mb"]) == {"exact", "finite_difference"}
 
 
+@pytest.mark.slow  # every method's demo components built at once
 def test_method_step_benchmark_smoke(tmp_path):
     out = tmp_path / "methods.json"
     tiny = ["--set", "space.cells=3", "--set", "space.channels=4", "--set", "search.batch_size=16"]
