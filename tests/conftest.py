@@ -34,6 +34,18 @@ TINY = ["--set", "space.cells=3", "--set", "space.channels=4", "--set", "search.
         "--set", "search.max_steps_per_epoch=2", "--no-progress"]
 
 
+def refused(capsys, argv: list, out) -> None:
+    """``nas ARGV --out OUT`` is refused as bad input: exit 2, one ``nas: error:`` line (returned for the
+    caller's message check), nothing written at ``out``."""
+    from nas_core import cli
+
+    assert cli.main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nas: error: ") and err.count("\n") == 1, err
+    assert not out.exists()
+    return err
+
+
 def image_task(info, n: int = 8):
     """A classification task over ``n`` blank examples of shape ``info``: for unit tests that
     need the task's loss and metrics but feed their own batches."""
