@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The collapse table: DARTS (first and second order) and the methods against collapse on the embedded
-# digits set, 2 search seeds each at twice the DARTS demo's search epochs (10; P-DARTS runs its own
-# three-stage demo schedule), through the selection protocol (a short training per seed, the better
+# digits set, 2 search seeds each at twice its demo preset's search epochs (DARTS: 10; P-DARTS runs its
+# own three-stage demo schedule; `darts_1st_pruned` is darts_1st with scheduled op pruning), through the selection protocol (a short training per seed, the better
 # cell trained with the demo's training settings and tested once), then one `nas compare` table whose
 # "parameter-free ops" column counts the weightless ops (pooling, skip, none) in the normal cell each
 # search derived: the number DARTS's collapse drives up.
@@ -21,8 +21,14 @@ declare -A args=(
   [darts_es]="--preset robust_darts_demo --set search.epochs=$epochs"
   [darts_pt]="--preset darts_pt_demo --set search.epochs=$epochs"
   [pdarts]="--preset pdarts_demo"
+  [snas]="--preset snas_demo --set search.epochs=24"
+  [reinmax]="--preset reinmax_demo --set search.epochs=60"
+  [oles]="--preset oles_demo --set search.epochs=$epochs"
+  [lambda_darts]="--preset lambda_darts_demo --set search.epochs=$epochs"
+  [darts_1st_pruned]="--preset demo --optimizer darts_1st --set search.epochs=$epochs --set op_pruning.after=[3,6] --set op_pruning.keep=[4,2]"
 )
-all=(darts_1st darts_2nd darts_minus sdarts_rs sdarts_adv darts_es darts_pt pdarts)
+all=(darts_1st darts_2nd darts_minus sdarts_rs sdarts_adv darts_es darts_pt pdarts snas reinmax oles lambda_darts
+     darts_1st_pruned)
 read -r -a methods <<< "${METHODS:-${all[*]}}"
 for m in "${methods[@]}"; do
   [ -n "${args[$m]:-}" ] || { echo "unknown method $m; choose from: ${all[*]}" >&2; exit 2; }

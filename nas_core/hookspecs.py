@@ -153,6 +153,15 @@ def nas_register_commands(register: Callable[..., None]) -> None:
 
 
 @hookspec
+def nas_check_run(run: RunContext) -> None:
+    """Before a run writes anything (a new run's directory; a resumed run's next checkpoint): raise
+    ConfigError, naming the key and the valid choices, to refuse a config this plugin cannot serve
+    (an option of its section that the chosen components do not support). ``run.components`` holds the
+    prepared components; components themselves are registered as plugins only from ``nas_run_start``.
+    """
+
+
+@hookspec
 def nas_run_start(run: RunContext) -> None:
     """A run begins (also when resumed; ``run.start_epoch`` tells which epoch comes next).
 
@@ -222,6 +231,14 @@ def nas_stage_config(stage: int, finished: SearchRecord, layer: dict) -> None:
     What the next stage inherits in its components (the alphas of the ops kept) is copied by those
     components in ``nas_run_start``, where ``run.previous_stage`` is this record (None in the first
     stage, and when a stage is resumed: its checkpoint holds what it inherited).
+    """
+
+
+@hookspec
+def nas_search_results(run: RunContext, genotype: Genotype, results: dict) -> None:
+    """A search's result is final (after its final phases): add entries to ``results`` (JSON values
+    under names of your own), which becomes its ``results.json``; e.g. the resource penalty's
+    ``cell_cost``, the cost of ``genotype``'s cells, which ``nas compare`` shows beside accuracy.
     """
 
 

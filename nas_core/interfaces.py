@@ -34,14 +34,13 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import torch
 from torch import Tensor, nn
 
 from nas_core.errors import GenotypeError, brief
 from nas_core.genotype import Genotype
 
 if TYPE_CHECKING:
-    import torch
-
     from nas_core.context import RunContext
     from nas_core.engine import Phase
     from nas_core.registry import Operations, Registry
@@ -98,6 +97,13 @@ class MixingWeights(Mapping[str, Tensor]):
     ``chosen`` is set by hard-sampling relaxations (e.g. GDAS): per cell type, the one column per
     edge whose weight is non-zero. A supernet may then compute only that op, multiplied by its
     weight so the straight-through gradient still reaches the architecture parameters.
+
+    Per-cell weights: an optimizer may pass a cell type a ``[cells of that type, edges, ops]``
+    tensor instead, so that each cell mixes by its own copy and the loss's gradient in each copy is
+    that cell's alone (Lambda-DARTS aligns these). A supernet that accepts them (``darts_cnn``'s)
+    gives the i-th cell of the type, in the network's order, slice i, and says so by listing its
+    cells' types in order as :attr:`Supernet.cell_types`; a 2-D matrix stays shared by every cell of
+    its type. Relaxations always return the 2-D matrices.
     """
 
     weights: Mapping[str, Tensor]
@@ -182,6 +188,10 @@ class Task(ABC):
 class Supernet(nn.Module, ABC):
     """The continuous network: every edge mixes all candidate ops with the given weights."""
 
+    #: the type of each cell, in the network's order, for a supernet that accepts per-cell mixing
+    #: weights (see :class:`MixingWeights`); empty for one that does not
+    cell_types: tuple[str, ...] = ()
+
     @abstractmethod
     def forward(self, *inputs: Any, arch_weights: MixingWeights) -> Any:
         """The task's output for ``inputs``; ``arch_weights[cell_type]`` has shape ``ArchSpec.shape(cell_type)``."""
@@ -200,6 +210,11 @@ class MixedEdge(nn.Module, ABC):
     by these); ``forward(x, weights, chosen=None,
     relu_x=None)`` with ``weights`` the edge's row of mixing weights, ``chosen`` its column under
     hard sampling (:attr:`MixingWeights.chosen`) and ``relu_x`` ``relu(x)`` when the cell shares it.
+
+    An edge that holds its candidate ops as modules lists them as ``ops`` (an ``nn.ModuleList``) with
+    their alpha columns as ``columns`` (``weighted_sum`` and the kinds built on it, ``partial_channels``
+    and ``nb201``'s do): components that look at single ops (OLES scores and freezes their weights)
+    read these, and refuse an edge without them.
     """
 
     def start_epoch(self, run: RunContext) -> None:
@@ -240,6 +255,15 @@ class SearchSpace(ABC):
         """A discrete, freshly initialised network with the cells of ``genotype``; raises
         GenotypeError if the genotype does not fit this space."""
 
+    def op_costs(self, data: DataInfo, measure: Callable[[str, int, tuple[int, ...], Callable[[], nn.Module]], float]
+                 ) -> dict[str, Tensor]:
+        """The cost of every candidate op on every edge, per cell type ``[edges, ops]``, summed over the
+        search network's cells of that type: ``measure(op, stride, input_shape, build)`` costs one op
+        (``build()`` makes it as a discrete network of this space would, for an input of
+        ``input_shape``, batch 1); zero ops cost 0. What resource-aware searches penalise. Spaces that
+        cannot say raise NotImplementedError (the default)."""
+        raise NotImplementedError(f"search space {type(self).__name__} does not report its ops' costs")
+
     def validate(self, genotype: Genotype) -> None:
         """Raise GenotypeError naming the spot where ``genotype`` does not fit this space. Every
         command that reads a genotype calls it, before building or drawing anything. The default
@@ -274,6 +298,44 @@ class Relaxation(nn.Module, ABC):
     def loss_terms(self, objective: str, mix: MixingWeights) -> Mapping[str, Tensor]:
         """Terms to add to a step's loss (see :func:`add_loss_terms`); none by default."""
         return {}
+
+    # -- pruning: an edge's op set shrinks for the rest of the run (docs/writing-a-plugin.md) --------
+
+    #: whether :meth:`weights` and :meth:`strengths` honour :meth:`prune` (through :meth:`masked`)
+    supports_pruning: bool = False
+
+    def prune(self, kept: Mapping[str, Tensor]) -> None:
+        """Keep each edge's ops where ``kept[cell_type]`` (bool ``[edges, ops]``) is true, for the rest
+        of the run: the others get mixing weight and strength exactly 0, and supernet edges that
+        read :meth:`kept` at each epoch's start stop computing them. The masks are buffers of this
+        module, so checkpoints, ``--resume`` and a finished run read back keep them."""
+        if not self.supports_pruning:
+            raise TypeError(f"{type(self).__name__} does not support pruning")
+        for cell_type, mask in kept.items():
+            if not bool(mask.any(dim=-1).all()):
+                raise ValueError(f"pruning would leave an edge of the {cell_type} cell without ops")
+            name = f"kept_{cell_type}"
+            if hasattr(self, name):
+                getattr(self, name).copy_(mask)
+            else:
+                self.register_buffer(name, mask.to(dtype=torch.bool, device=next(self.parameters()).device).clone())
+
+    def kept(self) -> dict[str, Tensor]:
+        """The masks :meth:`prune` set, per cell type (bool ``[edges, ops]``); empty before any pruning."""
+        return {name[len("kept_"):]: buf for name, buf in self.named_buffers() if name.startswith("kept_")}
+
+    def masked(self, cell_type: str, logits: Tensor) -> Tensor:
+        """``logits`` with pruned ops at -inf, so a softmax over them gives those ops exactly 0."""
+        mask = getattr(self, f"kept_{cell_type}", None)
+        return logits if mask is None else logits.masked_fill(~mask, float("-inf"))
+
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any) -> None:
+        # the masks exist only once a run pruned: a relaxation read back from such a run gets them here
+        for key, value in state_dict.items():
+            name = key[len(prefix):]
+            if key.startswith(prefix + "kept_") and "." not in name and not hasattr(self, name):
+                self.register_buffer(name, torch.zeros_like(value, dtype=torch.bool))
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 #: The objectives of a search step whose loss components may add terms to.

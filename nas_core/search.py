@@ -129,6 +129,7 @@ class SearchPhase(Phase):
                        "device": run.device_name, "space": c.space.name, "optimizer": c.optimizer.name,
                        "dataset": c.dataset.name, "task": c.task.name, "seed": c.seed,
                        **({"stopped": run.stopped} if run.stopped else {})}
+            run.plugin_manager.hook.nas_search_results(run=run, genotype=self.genotype, results=results)
             write_text_atomic(run.dir / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
         return self.genotype
 

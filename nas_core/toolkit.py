@@ -153,6 +153,8 @@ class Toolkit:
                          rank=rank, world_size=world, stage=stage, stages=stages,
                          previous_stage=previous_stage)
         restored = restore(prepared, run) if resume else None
+        run.components = prepared.components()
+        self.plugin_manager.hook.nas_check_run(run=run)
         distributed.start_check()  # every process is ready: from here on rank 0 writes
         if rank == 0 and resume:
             remove_stale_temporaries(run_dir)

@@ -11,8 +11,8 @@ from nas_core.plugins import Registries, collect_registries, make_plugin_manager
 
 REPO = Path(__file__).resolve().parents[1]
 #: The project's own plugins: the suite loads no other installed one unless a test says so.
-OWN_PLUGINS = ("darts,darts_minus,darts_pt,drnas,fairdarts,gdas,nb201,pcdarts,pdarts,random,robust_darts,sdarts,select,"
-               "snas,tasks,tensorboard,transfer")
+OWN_PLUGINS = ("darts,darts_minus,darts_pt,drnas,fairdarts,gdas,lambda_darts,nb201,oles,op_pruning,pcdarts,pdarts,random,"
+               "resource,robust_darts,sdarts,select,snas,tasks,tensorboard,transfer")
 os.environ["NAS_ONLY_PLUGINS"] = OWN_PLUGINS  # inherited by every `nas` subprocess too
 
 

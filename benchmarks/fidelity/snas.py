@@ -31,20 +31,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gdas import accuracy
-from pcdarts import (
-    BATCH,
-    CLASSES,
-    SIZE,
-    Report,
-    StepRun,
-    catalog,
-    copy_state,
-    image_task,
-    name_map,
-    rel,
-    setup,
-    source,
-)
+from pcdarts import BATCH, CLASSES, SIZE, Report, StepRun, catalog, copy_state, image_task, name_map, rel, setup, source
 
 ROOT = Path(__file__).resolve().parents[2]
 C, CELLS = 4, 3

@@ -21,7 +21,7 @@ added to each pass's loss, and so enter the virtual step and the hypergradient t
 alone reads mixing weights changed by the configured perturbation (SDARTS).
 
 The class is a public base (docs/writing-a-plugin.md): a plugin changes one pass by overriding
-:meth:`DartsOptimizer.forward_pass`, :meth:`weight_step`, :meth:`arch_gradient`,
+:meth:`DartsOptimizer.forward_pass`, :meth:`weight_step` (with :meth:`apply_weight_gradient`), :meth:`arch_gradient`,
 :meth:`virtual_step` or :meth:`hessian_vector_product` without copying the unrolled step.
 
 Gradients pass through ``run.reduce`` where a data-parallel run must agree on them: the virtual
@@ -122,7 +122,13 @@ class DartsOptimizer(BilevelOptimizer):
 
             mix = self.perturbation.perturb(mix, loss_of, run.generator("perturbation"), run)
         out = self.forward_pass(self.weights, mix, batch, state, "weights")
-        for p, g in zip(self.weights, reduce(_grad(out.loss, self.weights))):
+        self.apply_weight_gradient(reduce(_grad(out.loss, self.weights)), batch)
+        return out
+
+    def apply_weight_gradient(self, grads: Sequence[Tensor], batch: Any) -> None:
+        """The weight optimizer's step on ``grads`` (already reduced): clipped to ``grad_clip``, at the
+        batch's lr scale. A plugin whose weight step computes its own gradient ends with this."""
+        for p, g in zip(self.weights, grads):
             p.grad = g
         if self.opts.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.weights, self.opts.grad_clip)
@@ -132,7 +138,6 @@ class DartsOptimizer(BilevelOptimizer):
         self.w_opt.step()
         group["lr"] = lr
         self.w_opt.zero_grad(set_to_none=True)
-        return out
 
     # -- the architecture gradient ----------------------------------------------------------
 

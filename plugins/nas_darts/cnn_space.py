@@ -3,6 +3,8 @@ intermediate nodes and a concatenated output, stacked with reduction cells at 1/
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -39,6 +41,7 @@ class SearchCell(nn.Module):
         super().__init__()
         self.reduction = reduction
         self.nodes = opts.nodes
+        self.drop_path = opts.search_drop_path
         self.pre0, self.pre1 = _preprocess(c_pp, c_p, c, reduction_prev, affine=False)
         zero = frozenset(op for op in opts.ops if catalog.operations.get(FAMILY, op).zero)
 
@@ -62,6 +65,8 @@ class SearchCell(nn.Module):
             for x, rx in zip(states, relus):
                 args = (x, weights[row], None if chosen is None else chosen[row], rx)
                 term = recompute(self.edges[row], *args) if recompute_edges else self.edges[row](*args)
+                if self.training and self.drop_path > 0:  # SNAS's search drops whole edges of an example
+                    term = drop_path(term, self.drop_path)
                 node = term if node is None else node + term
                 row += 1
             states.append(node)
@@ -147,6 +152,7 @@ class DartsCnnSupernet(Supernet, _Stack):
         super().__init__()
         self.channels_last, self.recompute_edges = opts.channels_last, opts.recompute_edges
         self._build(opts, data, lambda *a: SearchCell(opts, catalog, *a), lambda reduction: opts.nodes)
+        self.cell_types = tuple("reduce" if cell.reduction else "normal" for cell in self.cells)
 
     @hookimpl
     def nas_epoch_start(self, run: RunContext) -> None:
@@ -156,10 +162,18 @@ class DartsCnnSupernet(Supernet, _Stack):
 
     def forward(self, x: Tensor, *, arch_weights: MixingWeights) -> Tensor:
         s0, s1 = self._stems(x, self.channels_last)
-        for cell in self.cells:
-            kind = "reduce" if cell.reduction else "normal"
+        kinds = self.cell_types
+        seen = dict.fromkeys(kinds, 0)  # cells of each type so far
+        for cell, kind in zip(self.cells, kinds):
             chosen = arch_weights.chosen[kind] if arch_weights.chosen is not None else None
-            s0, s1 = s1, cell(s0, s1, arch_weights[kind], chosen, self.recompute_edges and torch.is_grad_enabled())
+            weights = arch_weights[kind]
+            if weights.dim() == 3:  # per-cell weights (MixingWeights): the i-th cell of a type reads slice i
+                if weights.shape[0] != kinds.count(kind):
+                    raise ValueError(f"per-cell {kind} weights have {weights.shape[0]} slices for "
+                                     f"{kinds.count(kind)} {kind} cells")
+                weights = weights[seen[kind]]
+            seen[kind] += 1
+            s0, s1 = s1, cell(s0, s1, weights, chosen, self.recompute_edges and torch.is_grad_enabled())
         return self._head(s1)
 
 
@@ -283,6 +297,37 @@ class DartsCnnSpace(SearchSpace):
 
     def build_supernet(self, data: DataInfo) -> DartsCnnSupernet:
         return DartsCnnSupernet(self.options, data, self.catalog)
+
+    def op_costs(self, data: DataInfo, measure: Callable[[str, int, tuple[int, ...], Callable[[], nn.Module]], float]
+                 ) -> dict[str, Tensor]:
+        """Each edge's input shape is read from one forward of the search network (batch 1); every op
+        is then built as the discrete network builds it (affine BN) at that edge's channels and stride."""
+        spec = self.arch_spec()
+        net = self.build_supernet(data).eval()
+        shapes: dict[tuple[int, int], tuple[int, ...]] = {}
+
+        def record(key: tuple[int, int]) -> Callable[..., None]:
+            def hook(_: nn.Module, args: tuple) -> None:
+                shapes[key] = (1, *args[0].shape[1:])
+            return hook
+
+        for i, cell in enumerate(net.cells):
+            for row, edge in enumerate(cell.edges):
+                edge.register_forward_pre_hook(record((i, row)))
+        uniform = MixingWeights({t: torch.full(spec.shape(t), 1 / len(spec.ops)) for t in CELL_TYPES})
+        with torch.no_grad():
+            net(torch.zeros(1, *data.input_shape), arch_weights=uniform)
+        costs = {t: torch.zeros(spec.shape(t), dtype=torch.float64) for t in CELL_TYPES}
+        for i, cell in enumerate(net.cells):
+            cell_type = "reduce" if cell.reduction else "normal"
+            for row, (src, _) in enumerate(spec.edges[cell_type]):
+                stride, shape = 2 if cell.reduction and src < NUM_INPUTS else 1, shapes[(i, row)]
+                for col, name in enumerate(spec.ops):
+                    op = self.catalog.operations.get(FAMILY, name)
+                    if not op.zero:
+                        costs[cell_type][row, col] += measure(
+                            name, stride, shape, lambda f=op.factory, c=shape[1], s=stride: f(c, s, True, False))
+        return costs
 
     def build_network(self, genotype: Genotype, data: DataInfo) -> DartsCnnNetwork:
         self.validate(genotype)

@@ -7,22 +7,34 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from nas_core import MixedEdge
+from nas_core import MixedEdge, RunContext
 from nas_darts.ops import PreActivated
 
 
 class WeightedSumEdge(MixedEdge):
     """The zero ops are not computed: they add nothing, and their weights still get the right
-    gradient through the normalisation of the others. Conv ops read the cell's shared ``relu_x``."""
+    gradient through the normalisation of the others. Conv ops read the cell's shared ``relu_x``.
+    Ops the relaxation pruned (``Relaxation.kept``, read as each epoch starts) are not computed either."""
 
     def __init__(self, options: None, *, ops: tuple[str, ...], channels: int, stride: int,
-                 make_op: Callable[[str, int], nn.Module], zero: frozenset[str], **context: Any):
+                 make_op: Callable[[str, int], nn.Module], zero: frozenset[str], cell_type: str | None = None,
+                 row: int | None = None, **context: Any):
         super().__init__()
         self.stride = stride
+        self.position = (cell_type, row)
         live = [(col, name) for col, name in enumerate(ops) if name not in zero]
         self.columns = [col for col, _ in live]
         self.ops = nn.ModuleList(make_op(name, channels) for _, name in live)
         self.preactivated = [isinstance(op, PreActivated) for op in self.ops]
+        self.computed = list(range(len(self.ops)))  # indices into self.ops: the ops not pruned
+
+    def start_epoch(self, run: RunContext) -> None:
+        cell_type, row = self.position
+        relaxation = run.components.get("relaxation")
+        mask = relaxation.kept().get(cell_type) if relaxation is not None and row is not None else None
+        if mask is not None:
+            kept = mask[row].tolist()
+            self.computed = [i for i, col in enumerate(self.columns) if kept[col]]
 
     def _op(self, i: int, x: Tensor, relu_x: Tensor | None) -> Tensor:
         if self.preactivated[i] and relu_x is not None:
@@ -35,7 +47,7 @@ class WeightedSumEdge(MixedEdge):
                 return weights[chosen] * x[:, :, ::self.stride, ::self.stride].mul(0.0)
             return weights[chosen] * self._op(self.columns.index(chosen), x, relu_x)
         out = None
-        for i, col in enumerate(self.columns):
-            term = weights[col] * self._op(i, x, relu_x)
+        for i in self.computed:
+            term = weights[self.columns[i]] * self._op(i, x, relu_x)
             out = term if out is None else out + term
         return out

@@ -10,7 +10,9 @@ from nas_darts.options import SoftmaxOptions
 
 
 class SoftmaxRelaxation(Relaxation):
-    """alpha per cell type, shape [edges, ops]; weights = softmax over ops."""
+    """alpha per cell type, shape [edges, ops]; weights = softmax over ops (over the kept ones once pruned)."""
+
+    supports_pruning = True
 
     def __init__(self, options: SoftmaxOptions, *, spec: ArchSpec):
         super().__init__()
@@ -20,7 +22,7 @@ class SoftmaxRelaxation(Relaxation):
         })
 
     def weights(self, sample: None = None) -> MixingWeights:
-        return MixingWeights({k: torch.softmax(a, dim=-1) for k, a in self.alphas.items()})
+        return MixingWeights({k: torch.softmax(self.masked(k, a), dim=-1) for k, a in self.alphas.items()})
 
     def strengths(self) -> dict[str, Tensor]:
         with torch.no_grad():

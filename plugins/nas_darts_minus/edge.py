@@ -55,6 +55,7 @@ class DartsMinusEdge(WeightedSumEdge):
         self.register_buffer("beta", torch.tensor(float(options.beta_start)))
 
     def start_epoch(self, run: RunContext) -> None:
+        super().start_epoch(run)
         if run.phase == "search":
             self.beta.fill_(beta_at(run.epoch, run.epochs, self.beta_start, self.decay))
         else:  # a final phase fine-tuning the supernet (DARTS-PT): beta where the search's schedule ends

@@ -56,9 +56,11 @@ class PdartsEdge(WeightedSumEdge):
             return op
 
         pruned = frozenset(ops) - frozenset(self.kept_ops)
-        super().__init__(None, ops=ops, channels=channels, stride=stride, make_op=build, zero=zero | pruned, **context)
+        super().__init__(None, ops=ops, channels=channels, stride=stride, make_op=build, zero=zero | pruned,
+                         cell_type=cell_type, row=row, **context)
 
     def start_epoch(self, run: RunContext) -> None:
+        super().start_epoch(run)
         if run.phase != "search" or not self.dropouts:  # other phases (final selection) keep the last p
             return
         warmup = self.warmup

@@ -14,7 +14,10 @@ from nas_pdarts.options import MaskedSoftmaxOptions
 
 class MaskedSoftmaxRelaxation(Relaxation):
     """``alphas.<cell type>`` of shape [edges, ops] over the space's ops; ``mask(cell type)`` the kept
-    ops (bool [edges, ops]), None where nothing was pruned. Without ``kept`` it is DARTS's softmax."""
+    ops (bool [edges, ops]), None where nothing was pruned. Without ``kept`` it is DARTS's softmax.
+    A scheduled pruning (``prune``) masks on top of ``kept``."""
+
+    supports_pruning = True
 
     def __init__(self, options: MaskedSoftmaxOptions, *, spec: ArchSpec):
         super().__init__()
@@ -34,7 +37,8 @@ class MaskedSoftmaxRelaxation(Relaxation):
         out = {}
         for cell_type, alpha in self.alphas.items():
             mask = self.mask(cell_type)
-            out[cell_type] = torch.softmax(alpha if mask is None else alpha.masked_fill(~mask, float("-inf")), dim=-1)
+            logits = alpha if mask is None else alpha.masked_fill(~mask, float("-inf"))
+            out[cell_type] = torch.softmax(self.masked(cell_type, logits), dim=-1)
         return MixingWeights(out)
 
     def strengths(self) -> dict[str, Tensor]:

@@ -114,19 +114,9 @@ class RobustDartsMonitor:
     # -- the run ------------------------------------------------------------------------------
 
     def start(self, run: RunContext) -> None:
-        """Check the run's components against the rule chosen; reapply a resumed run's weight decay."""
-        from nas_robust_darts.discretizer import EarlyStoppedDiscretizer
-
-        if self.s.early_stop == "es" and not isinstance(run.components.get("discretizer"), EarlyStoppedDiscretizer):
-            raise ConfigError(f"robust_darts.early_stop=es returns the cell of an earlier epoch, which discretizer "
-                              f"{run.config.discretizer.name!r} cannot: set discretizer=robust_darts_es (its base: "
-                              f"{run.config.discretizer.name})")
+        """Reapply a resumed run's weight decay (``check`` has accepted the components)."""
         if self.s.early_stop == "ada":
-            optimizer = run.components.get("optimizer")
-            if not _has_weight_decay(optimizer):
-                raise ConfigError(f"robust_darts.early_stop=ada raises the weight decay of the weight step, which "
-                                  f"optimizer {run.config.optimizer.name!r} does not expose: choose darts_1st or "
-                                  f"darts_2nd (or an optimizer built on them)")
+            optimizer = run.components["optimizer"]
             self.initial_weight_decay = float(optimizer.opts.w_weight_decay)
             if self.history.rollbacks:  # resumed after a rollback: the raised decay (the checkpoint's SGD has it too)
                 set_weight_decay(optimizer, self.history.rollbacks[-1]["weight_decay"])
@@ -217,6 +207,20 @@ class RobustDartsMonitor:
         folder = self.dir / SNAPSHOT_DIR
         folder.mkdir(exist_ok=True)
         _write_bytes_atomic(folder / f"epoch_{epoch + 1:03d}.pt", buffer.getvalue())
+
+
+def check(settings: Any, run: RunContext) -> None:
+    """Refuse, before anything is written, a rule the run's components cannot carry out."""
+    from nas_robust_darts.discretizer import EarlyStoppedDiscretizer
+
+    if settings.early_stop == "es" and not isinstance(run.components.get("discretizer"), EarlyStoppedDiscretizer):
+        raise ConfigError(f"robust_darts.early_stop=es returns the cell of an earlier epoch, which discretizer "
+                          f"{run.config.discretizer.name!r} cannot: set discretizer=robust_darts_es (its base: "
+                          f"{run.config.discretizer.name})")
+    if settings.early_stop == "ada" and not _has_weight_decay(run.components.get("optimizer")):
+        raise ConfigError(f"robust_darts.early_stop=ada raises the weight decay of the weight step, which "
+                          f"optimizer {run.config.optimizer.name!r} does not expose: choose darts_1st or "
+                          f"darts_2nd (or an optimizer built on them)")
 
 
 def _has_weight_decay(optimizer: Any) -> bool:

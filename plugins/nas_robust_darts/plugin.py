@@ -47,6 +47,15 @@ def nas_register_discretizers(register: Callable[..., None]) -> None:
 
 
 @hookimpl
+def nas_check_run(run: RunContext) -> None:
+    settings = run.config.settings.get(SECTION)
+    if run.phase == "search" and settings is not None and settings.every:
+        from nas_robust_darts.early_stop import check
+
+        check(settings, run)
+
+
+@hookimpl
 def nas_run_start(run: RunContext) -> None:
     """A search that asks for the eigenvalue gets a monitor for its length (it unregisters itself)."""
     settings = run.config.settings.get(SECTION)

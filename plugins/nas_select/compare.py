@@ -22,8 +22,11 @@ from nas_select.protocol import (RANDOM_FILE, SELECT_FILE, candidate_records, pi
 
 FINAL_SECTIONS = ("task", "dataset", "network", "trainer", "train")  # and the space's name
 #: the columns of PREFIX.csv; its header line is how nas compare knows a CSV file it wrote
-CSV_COLUMNS = ("method", "metric", "mean", "std", "n", "params_M", "search_cost_hours", "cost_device", "devices",
-               "dataset", "param_free_ops", "runs")
+CSV_COLUMNS = ("method", "metric", "mean", "std", "n", "params_M", "madds_M", "cell_cost", "cell_cost_unit",
+               "search_cost_hours", "cost_device", "devices", "dataset", "param_free_ops", "runs")
+#: the headers of the tables earlier versions wrote, which nas compare may replace too
+OLD_CSV_COLUMNS = (("method", "metric", "mean", "std", "n", "params_M", "search_cost_hours", "cost_device", "devices",
+                    "dataset", "param_free_ops", "runs"),)
 
 
 def _eval_differences(a: Config, b: Config) -> list[str]:
@@ -57,6 +60,7 @@ def describe_run(toolkit: Toolkit, arg: str) -> dict[str, Any]:
         devices = {str((r.get("search") or {}).get("device", "")) for r in records} - {""}
         method, runs = label or str(manifest.get("optimizer")), _final_runs(root)
         kind = f"select ({manifest['seeds']} seeds)"
+        cell_costs = [r["search"]["cell_cost"] for r in records if isinstance((r.get("search") or {}).get("cell_cost"), dict)]
     elif (root / RANDOM_FILE).is_file():
         records = candidate_records(root)
         searched = []
@@ -64,15 +68,27 @@ def describe_run(toolkit: Toolkit, arg: str) -> dict[str, Any]:
         devices = {str(r.get("device", "")) for r in records} - {""}
         method, runs = label or "random", _final_runs(root)
         kind = f"random ({len(records)} candidates)"
+        cell_costs = []
     elif (root / RESULTS_FILE).is_file() and (root / CONFIG_FILE).is_file():
         method, runs, cost, devices, kind = label or "train", [root], None, set(), "train"
-        searched = []
+        searched, cell_costs = [], []
     else:
         raise NasError(f"{root} is neither a nas select, a nas random nor a finished nas train directory")
     short = load_stage_config(toolkit, root, "short") if kind != "train" and has_stage_config(root, "short") else None
     finals = [_final_results(toolkit, p) for p in runs]
     return {"dir": str(root), "method": method, "kind": kind, "finals": finals, "cost_s": cost, "devices": devices,
-            "short": short, "param_free": _param_free_counts(toolkit, searched or [f.genotype for f in finals], finals)}
+            "short": short, "param_free": _param_free_counts(toolkit, searched or [f.genotype for f in finals], finals),
+            "cell_costs": cell_costs}
+
+
+def _cell_cost(costs: Sequence[Mapping[str, Any]]) -> tuple[float, str] | None:
+    """The mean cost of the cells a method's searches derived (their results' ``cell_cost``, written by
+    a resource-aware search) and its unit; None without one, or when the searches measured different things."""
+    units = {str(c.get("unit")) for c in costs}
+    values = [c.get("value") for c in costs]
+    if not costs or len(units) > 1 or not all(isinstance(v, int | float) for v in values):
+        return None
+    return sum(values) / len(values), units.pop()
 
 
 def _param_free_counts(toolkit: Toolkit, genotypes: Sequence[Genotype | None], finals: Sequence[TrainingRecord]
@@ -150,7 +166,7 @@ def _written_by_compare(path: Path) -> bool:
     except (OSError, UnicodeDecodeError):
         return False
     if path.suffix == ".csv":
-        return first == ",".join(CSV_COLUMNS)
+        return first in {",".join(c) for c in (CSV_COLUMNS, *OLD_CSV_COLUMNS)}
     return first.startswith("Dataset ") and "; test metric " in first
 
 
@@ -179,7 +195,7 @@ def compare(args: argparse.Namespace, toolkit: Toolkit) -> int:
         methods.setdefault(run["method"], []).append(run)
     percent = metric.endswith(("error", "acc"))
     name = metric[len("test_"):].replace("_", " ")
-    header = ["Method", f"Test {name}{' (%)' if percent else ''}", "Params (M)", "Search cost",
+    header = ["Method", f"Test {name}{' (%)' if percent else ''}", "Params (M)", "Mult-adds (M)", "Cell cost", "Search cost",
               "Parameter-free ops (normal cell)", "Final runs", "Directories"]
     rows, csv_rows = [], []
     for method, group in methods.items():
@@ -190,6 +206,8 @@ def compare(args: argparse.Namespace, toolkit: Toolkit) -> int:
         mean, std = _mean_std(values)
         scale = 100 if percent else 1
         params = [f.params / 1e6 for f in finals if f.params is not None]
+        madds = [f.multiply_adds / 1e6 for f in finals if f.multiply_adds is not None]
+        cell = _cell_cost([c for run in group for c in run["cell_costs"]])
         costs = [run["cost_s"] for run in group if run["cost_s"] is not None]
         devices = set().union(*(run["devices"] for run in group))
         unit = "GPU" if devices and all("cuda" in d for d in devices) else "CPU" if devices and not any(
@@ -199,11 +217,15 @@ def compare(args: argparse.Namespace, toolkit: Toolkit) -> int:
         free = [c for run in group for c in run["param_free"]]
         free_text = ", ".join(f"{n}/{total}" for n, total in free) or "-"
         cost_text = "-" if cost_h is None else f"{cost_h:.3g} {unit}-hours"
-        rows.append([method, metric_text, f"{sum(params) / len(params):.3f}" if params else "-", cost_text, free_text,
+        rows.append([method, metric_text, f"{sum(params) / len(params):.3f}" if params else "-",
+                     f"{sum(madds) / len(madds):.1f}" if madds else "-", f"{cell[0]:.4g} {cell[1]}" if cell else "-",
+                     cost_text, free_text,
                      str(len(values)), ", ".join(run["dir"] for run in group)])
         csv_rows.append({"method": method, "metric": metric, "mean": scale * mean,
                          "std": "" if std is None else scale * std, "n": len(values),
                          "params_M": sum(params) / len(params) if params else "",
+                         "madds_M": sum(madds) / len(madds) if madds else "",
+                         "cell_cost": cell[0] if cell else "", "cell_cost_unit": cell[1] if cell else "",
                          "search_cost_hours": "" if cost_h is None else cost_h, "cost_device": unit,
                          "devices": "; ".join(sorted(devices)), "dataset": dataset,
                          "param_free_ops": "; ".join(f"{n}/{total}" for n, total in free),
@@ -212,7 +234,7 @@ def compare(args: argparse.Namespace, toolkit: Toolkit) -> int:
     md += ["| " + " | ".join(row) + " |" for row in rows]
     text = (f"Dataset {dataset}; test metric {metric} (mean +- std over final runs; search cost per run of the "
             f"method: searches plus short trainings, or all random candidates; parameter-free ops of the normal "
-            f"cell each search derived, or of the trained cell)\n\n" + "\n".join(md) + "\n")
+            f"cell each search derived, or of the trained cell; cell cost: of the cells a resource-aware search derived)\n\n" + "\n".join(md) + "\n")
     print(text, end="")
     buf = io.StringIO()
     writer = csv.DictWriter(buf, CSV_COLUMNS)

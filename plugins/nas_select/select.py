@@ -72,7 +72,8 @@ def run_seed(toolkit: Toolkit, root: Path, configs: Mapping[str, Config | None],
                 results = read_results(search_dir) or {}
                 record["search"] = {"wall_time_s": float(results.get("wall_time_s", time.monotonic() - t0)),
                                     "device": results.get("device", str(config.device)),
-                                    "run_dir": str(search_dir.relative_to(root))}
+                                    "run_dir": str(search_dir.relative_to(root)),
+                                    **({"cell_cost": results["cell_cost"]} if "cell_cost" in results else {})}
                 record["genotype"] = genotype.to_dict()
                 write_record(seed_dir, {**record, "status": "searched"})
             stage = "short"

@@ -20,15 +20,7 @@ from nas_darts.architect import DartsOptimizer
 from nas_darts.options import DartsOptions
 from torch import Tensor
 
-from nas_core import (
-    Outcome,
-    Relaxation,
-    RunContext,
-    StepResult,
-    Supernet,
-    Task,
-    add_loss_terms,
-)
+from nas_core import Outcome, Relaxation, RunContext, StepResult, Supernet, Task, add_loss_terms
 from nas_snas.options import SnasOptimizerOptions
 
 

@@ -34,7 +34,10 @@ def temperature(options: SnasOptions, epoch: int, epochs: int) -> float:
 
 
 class SnasRelaxation(Relaxation):
-    """alpha per cell type, shape [edges, ops], initialised N(init_mean, init_std^2) as the authors'."""
+    """alpha per cell type, shape [edges, ops], initialised N(init_mean, init_std^2) as the authors'.
+    Pruned ops (``prune``) get weight and strength 0."""
+
+    supports_pruning = True
 
     def __init__(self, options: SnasOptions, *, spec: ArchSpec):
         super().__init__()
@@ -59,11 +62,12 @@ class SnasRelaxation(Relaxation):
         """The relaxed sample for a draw; without one (the engine's supernet evaluation), the sample
         with zero noise, ``softmax(alpha / tau)``: near one-hot on ``argmax alpha`` once tau is low."""
         if sample is None:
-            return MixingWeights({t: torch.softmax(a / self.tau, dim=-1) for t, a in self.alphas.items()})
-        return MixingWeights({t: torch.softmax((a + sample[t].to(a.device)) / self.tau, dim=-1)
+            return MixingWeights({t: torch.softmax(self.masked(t, a / self.tau), dim=-1)
+                                  for t, a in self.alphas.items()})
+        return MixingWeights({t: torch.softmax(self.masked(t, (a + sample[t].to(a.device)) / self.tau), dim=-1)
                               for t, a in self.alphas.items()})
 
     def strengths(self) -> dict[str, Tensor]:
         """``softmax(alpha)``, the class probabilities the authors' genotype reads."""
         with torch.no_grad():
-            return {t: torch.softmax(a, dim=-1).detach() for t, a in self.alphas.items()}
+            return {t: torch.softmax(self.masked(t, a), dim=-1).detach() for t, a in self.alphas.items()}

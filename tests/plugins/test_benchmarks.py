@@ -55,7 +55,8 @@ def test_method_step_benchmark_smoke(tmp_path):
 
 
 @pytest.mark.parametrize("method", ["pcdarts", "drnas", "gdas", "fairdarts", "nb201", "darts_minus", "sdarts",
-                                    "robust_darts", "darts_pt", "pdarts", "snas", "reinmax", "rdarts_spaces"])
+                                    "robust_darts", "darts_pt", "pdarts", "snas", "reinmax", "rdarts_spaces", "oles",
+                                    "lambda_darts"])
 def test_fidelity_scripts_skip_cleanly_without_the_authors_code(method):
     """Each side-by-side check needs the authors' checkout (benchmarks/fidelity/README.md); without it,
     it says which variable to set and exits 0, so CI and users without the code are not failed."""

@@ -161,3 +161,23 @@ def test_a_narrow_imagenet_network_trains_on_cpu():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-500:]
+
+
+def test_search_drop_path_drops_each_edge_output_in_training_mode_only(monkeypatch):
+    """space.search_drop_path (SNAS's search): every mixed edge's output goes through drop-path while
+    training, at the constant rate; evaluation is untouched."""
+    import nas_darts.cnn_space as cnn
+
+    space = DartsCnnSpace(DartsCnnOptions(cells=2, channels=4, nodes=2, search_drop_path=0.3))
+    net = space.build_supernet(DataInfo((3, 8, 8), 10))
+    spec = space.arch_spec()
+    mix = MixingWeights({t: torch.softmax(torch.randn(spec.shape(t)), -1) for t in spec.edges})
+    rates = []
+    monkeypatch.setattr(cnn, "drop_path", lambda x, p: rates.append(p) or x * 0)
+    x = torch.randn(2, 3, 8, 8)
+    net.eval()
+    reference = net(x, arch_weights=mix)
+    assert rates == []
+    net.train()
+    dropped = net(x, arch_weights=mix)  # every edge dropped: each cell's nodes are all zero
+    assert rates == [0.3] * (2 * 5) and not torch.allclose(dropped, reference)

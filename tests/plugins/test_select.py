@@ -150,8 +150,9 @@ def test_end_to_end_random_select_and_compare(tmp_path, capsys):
     results, valid = train_run(Toolkit.load(), None, genotype, rand / "candidates" / "000", device=None,
                                progress=False)
     assert valid == record["valid"] and results["wall_time_s"] == record["wall_time_s"]
-    assert nas("select", "--seeds", "2", *TINY_SEARCH, *TINY_TRAIN, "--no-progress", "--out", str(sel),
-               "--final") == 0
+    # the searches measure their cells' parameters (a resource penalty of weight 0: no effect on the search)
+    assert nas("select", "--seeds", "2", *TINY_SEARCH, *TINY_TRAIN, "--set", "resource.metric=params",
+               "--set", "resource.weight=0", "--no-progress", "--out", str(sel), "--final") == 0
     for i in range(2):
         assert (sel / f"seed_{i}" / "search" / "genotype.json").is_file()
         assert (sel / f"seed_{i}" / "short" / "results.json").is_file()
@@ -175,6 +176,13 @@ def test_end_to_end_random_select_and_compare(tmp_path, capsys):
                                                   for i in range(2))
     assert rows[1]["param_free_ops"] == free_ops(rand / "genotype.json")
     assert f"| {rows[0]['param_free_ops'].replace('; ', ', ')} |" in out
+    # the cells' cost beside the accuracy: the mean of the searches' results, and the trained networks' multiply-adds
+    costs = [json.loads((sel / f"seed_{i}" / "search" / "results.json").read_text())["cell_cost"] for i in range(2)]
+    assert {c["unit"] for c in costs} == {"M params"} and rows[0]["cell_cost_unit"] == "M params"
+    assert float(rows[0]["cell_cost"]) == pytest.approx(sum(c["value"] for c in costs) / 2)
+    assert rows[1]["cell_cost"] == "" and "| - |" in out
+    madds = json.loads((rand / "final" / "run_0" / "results.json").read_text())["multiply_adds"]
+    assert float(rows[1]["madds_M"]) == pytest.approx(madds / 1e6)
     # another dataset in one final run: refused, naming both runs
     config = rand / "final" / "run_0" / "config.yaml"
     config.write_text(config.read_text().replace("name: digits", "name: cifar10"))

@@ -1,0 +1,152 @@
+"""A resource-aware search: the expected cost of the derived cells as a differentiable term of the
+architecture loss, with a target (docs/resource.md).
+
+The cost table comes from the space (``SearchSpace.op_costs``): per cell type and edge, each op's cost
+summed over the search network's cells of that type. The expected cost mirrors what a discretizer
+keeps: on each edge, the ops it may choose (the zero op aside) drawn by their renormalised mixing
+weights, and each node keeping ``inputs_per_node`` of its incoming edges, so an edge counts with weight
+``min(1, k / incoming edges)``. ``cell_cost(genotype)`` is the exact cost of a derived cell in the same
+table, what ``results.json`` reports as ``cell_cost`` and ``nas compare`` shows.
+
+The table is written to ``RUN_DIR/resource.json`` as the run starts, and a resumed run reads it back:
+a latency measured anew would differ, and the search would not continue as it started.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nas_core import (
+    ArchSpec,
+    ConfigError,
+    Genotype,
+    MixingWeights,
+    RunContext,
+    SearchSpace,
+    hookimpl,
+    read_json_object,
+    write_json,
+)
+from nas_resource.costs import measure_with_cache
+from nas_resource.options import METRICS, ResourceSettings
+
+log = logging.getLogger("nas")
+SECTION = "resource"
+COSTS_FILE = "resource.json"
+
+
+def edge_weights(spec: ArchSpec, cell_type: str) -> Tensor:
+    """[edges, 1]: the chance that a derived cell keeps each edge, ``min(1, k / incoming edges)``."""
+    edges = spec.edges[cell_type]
+    incoming = {dst: sum(d == dst for _, d in edges) for _, dst in edges}
+    return torch.tensor([[min(1.0, spec.inputs_per_node / incoming[dst])] for _, dst in edges], dtype=torch.float64)
+
+
+class ResourcePenalty:
+    """The run's component ``resource``: adds ``cost_penalty`` to the architecture loss (a metric
+    ``arch_cost_penalty`` of every step)."""
+
+    def __init__(self, settings: ResourceSettings, spec: ArchSpec, costs: Mapping[str, Tensor]):
+        self.settings, self.spec = settings, spec
+        self.costs = {t: c.to(torch.float64) for t, c in costs.items()}
+        self.live = [i for i, op in enumerate(spec.ops) if op != spec.zero_op]
+        self.edge_weights = {t: edge_weights(spec, t) for t in spec.edges}
+
+    def expected_cost(self, mix: Mapping[str, Tensor]) -> Tensor:
+        total = None
+        for cell_type, w in mix.items():
+            live = w[..., self.live]
+            chosen = live / live.sum(-1, keepdim=True)
+            table = (self.edge_weights[cell_type] * self.costs[cell_type][:, self.live]).to(w)
+            term = (chosen * table).sum()
+            total = term if total is None else total + term
+        return total
+
+    def penalty(self, expected: Tensor) -> Tensor:
+        s = self.settings
+        if s.target is None:
+            return s.weight * expected
+        return s.weight * torch.relu(expected - s.target) / s.target
+
+    def loss_terms(self, objective: str, mix: MixingWeights) -> dict[str, Tensor]:
+        if objective != "arch":
+            return {}
+        return {"cost_penalty": self.penalty(self.expected_cost(mix))}
+
+    def cell_cost(self, genotype: Genotype) -> float:
+        """The cost of the derived cells: each chosen op at its edge, summed over the network's cells."""
+        total = 0.0
+        for cell_type, cell in genotype.cells.items():
+            edges = self.spec.edges[cell_type]
+            for j, node in enumerate(cell.nodes):
+                for op, src in node:
+                    total += float(self.costs[cell_type][edges.index((src, self.spec.num_inputs + j)),
+                                                         self.spec.ops.index(op)])
+        return total
+
+    def report(self, genotype: Genotype) -> dict[str, Any]:
+        s = self.settings
+        return {"metric": s.metric, "unit": METRICS[s.metric][0], "value": self.cell_cost(genotype), "target": s.target}
+
+
+def _settings(run: RunContext) -> ResourceSettings | None:
+    settings = run.config.settings.get(SECTION)
+    return settings if run.phase == "search" and settings is not None and settings.metric != "none" else None
+
+
+@hookimpl
+def nas_check_run(run: RunContext) -> None:
+    settings = _settings(run)
+    if settings is None:
+        return
+    space = run.components["space"]
+    if type(space).op_costs is SearchSpace.op_costs:
+        raise ConfigError(f"resource.metric={settings.metric}: search space {run.config.space.name!r} does not report "
+                          f"its ops' costs; use darts_cnn, or resource.metric=none")
+
+
+def _costs(settings: ResourceSettings, run: RunContext) -> dict[str, Tensor]:
+    path = run.dir / COSTS_FILE
+    if path.is_file():  # a resumed run: the table it started with
+        saved = read_json_object(path)
+        if saved.get("metric") == settings.metric and set(saved.get("costs", {})) == set(run.spec.edges):
+            return {t: torch.tensor(rows, dtype=torch.float64) for t, rows in saved["costs"].items()}
+    measure = measure_with_cache(settings.metric, run.device, settings.latency_repeats)
+    costs = run.components["space"].op_costs(run.components["task"].info, measure)
+    if run.is_writer:
+        write_json(path, {"metric": settings.metric, "unit": METRICS[settings.metric][0], "ops": list(run.spec.ops),
+                          "costs": {t: c.tolist() for t, c in costs.items()}})
+    return costs
+
+
+@hookimpl
+def nas_run_start(run: RunContext) -> None:
+    settings = _settings(run)
+    if settings is None or "resource" in run.components:
+        return
+    penalty = ResourcePenalty(settings, run.spec, _costs(settings, run))
+    run.components["resource"] = penalty  # where the optimizers look for loss terms
+    with torch.no_grad():
+        expected = float(penalty.expected_cost(run.components["relaxation"].weights()))
+    log.info("resource: %s, expected cell cost %.4g %s at the start, target %s", settings.metric, expected,
+             METRICS[settings.metric][0], settings.target)
+
+
+@hookimpl
+def nas_epoch_end(run: RunContext, epoch: int, genotype: Genotype | None) -> None:
+    penalty = run.components.get("resource")
+    if isinstance(penalty, ResourcePenalty) and genotype is not None:
+        log.info("resource: the cells of epoch %d cost %.4g %s", epoch + 1, penalty.cell_cost(genotype),
+                 METRICS[penalty.settings.metric][0])
+
+
+@hookimpl
+def nas_search_results(run: RunContext, genotype: Genotype, results: dict) -> None:
+    penalty = run.components.get("resource")
+    if isinstance(penalty, ResourcePenalty):
+        results["cell_cost"] = penalty.report(genotype)
