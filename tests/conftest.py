@@ -14,6 +14,15 @@ REPO = Path(__file__).resolve().parents[1]
 OWN_PLUGINS = ("darts,darts_minus,darts_pt,drnas,fairdarts,gdas,lambda_darts,nb201,oles,op_pruning,pcdarts,pdarts,random,"
                "resource,robust_darts,sdarts,select,snas,tasks,tensorboard,transfer")
 os.environ["NAS_ONLY_PLUGINS"] = OWN_PLUGINS  # inherited by every `nas` subprocess too
+# TensorBoard's per-epoch figures are most of a tiny run's time: off unless a test asks for it
+# (the `tensorboard_on` fixture, or NAS_DISABLE_PLUGINS="" in a subprocess's env)
+os.environ["NAS_DISABLE_PLUGINS"] = "tensorboard"
+
+
+@pytest.fixture
+def tensorboard_on(monkeypatch):
+    """The TensorBoard monitor loaded, for the tests of what it writes."""
+    monkeypatch.setenv("NAS_DISABLE_PLUGINS", "")
 
 
 @pytest.fixture(scope="session")

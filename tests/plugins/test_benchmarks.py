@@ -26,6 +26,7 @@ def test_search_step_benchmark_smoke(tmp_path):
     assert "ours/reference darts_2nd time" in proc.stdout
 
 
+@pytest.mark.slow  # a benchmark's smoke run, like search_step's and method_step's
 def test_hvp_error_benchmark_smoke(tmp_path):
     out = tmp_path / "hvp.json"
     proc = subprocess.run([sys.executable, "benchmarks/hvp_error.py", "--smoke", "--json", str(out)],

@@ -61,7 +61,7 @@ def test_beta_at_a_given_epoch(epoch, epochs, start, decay, expected):
 def test_start_epoch_sets_the_edges_beta(catalog, phase, epoch, decay, expected):
     e = edge(catalog, "darts_minus", beta_start=2.0, decay=decay)
     assert float(e.beta) == 2.0  # before any epoch
-    e.start_epoch(SimpleNamespace(phase=phase, epoch=epoch, epochs=10))
+    e.start_epoch(SimpleNamespace(phase=phase, epoch=epoch, epochs=10, components={}))
     assert float(e.beta) == pytest.approx(expected)
     assert "beta" in e.state_dict()  # checkpointed with the supernet
 
@@ -74,14 +74,14 @@ def test_the_output_is_the_weighted_sum_plus_beta_times_the_auxiliary_skip(catal
     plain = edge(catalog, "weighted_sum", stride=stride, ops=ops)
     missing, unexpected = plain.load_state_dict(minus.state_dict(), strict=False)
     assert not missing and all(k == "beta" or k.startswith("aux.") for k in unexpected)
-    minus.start_epoch(SimpleNamespace(phase="search", epoch=3, epochs=10))
+    minus.start_epoch(SimpleNamespace(phase="search", epoch=3, epochs=10, components={}))
     x = torch.randn(2, 8, 8, 8)
     w = torch.softmax(torch.randn(len(ops)), dim=0)
     out = minus(x, w)
     assert torch.equal(out, plain(x, w) + 0.7 * minus.aux(x))
     assert out.shape == (2, 8, 8 // stride, 8 // stride)
     # and with beta 0 (decayed away) it is DARTS's edge
-    minus.start_epoch(SimpleNamespace(phase="search", epoch=10, epochs=10))
+    minus.start_epoch(SimpleNamespace(phase="search", epoch=10, epochs=10, components={}))
     assert torch.equal(minus(x, w), plain(x, w))
 
 
@@ -145,7 +145,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, args, message):
     assert err.startswith(f"nas: error: {message}"), err
 
 
-@pytest.mark.parametrize("ops", [None, NO_SKIP], ids=["darts_ops", "without_skip"])
+@pytest.mark.parametrize("ops", [None, pytest.param(NO_SKIP, marks=pytest.mark.slow)], ids=["darts_ops", "without_skip"])
 def test_a_tiny_search_end_to_end(tmp_path, ops):
     out = tmp_path / "run"
     extra = [] if ops is None else ["--set", f"space.ops=[{','.join(ops)}]"]

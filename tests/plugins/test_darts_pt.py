@@ -300,6 +300,7 @@ def test_bad_darts_pt_options_are_one_line(tmp_path, capsys, args, message):
     assert err.count("\n") == 1 and not out.exists()
 
 
+@pytest.mark.slow  # compositions; the selection itself is tested end to end above, in the default suite
 @pytest.mark.parametrize("args", [["--perturbation", "sdarts_rs"], ["--set", "space.edge.name=darts_minus"]],
                          ids=["sdarts_rs", "darts_minus"])
 def test_the_selection_runs_over_other_supernets(tmp_path, args):

@@ -137,7 +137,7 @@ def edge(stride: int = 1, **options) -> PdartsEdge:
 def test_the_edge_drops_out_its_identity_on_the_schedule(warmup, freeze, epoch, expected):
     e = edge(skip_dropout=0.7, warmup=warmup)
     config = SimpleNamespace(optimizer=Component("pdarts", PdartsOptimizerOptions(freeze_alpha_epochs=freeze)))
-    e.start_epoch(SimpleNamespace(phase="search", epoch=epoch, epochs=24, config=config))
+    e.start_epoch(SimpleNamespace(phase="search", epoch=epoch, epochs=24, config=config, components={}))
     dropout, = e.dropouts
     assert dropout.p == pytest.approx(expected, rel=1e-15)
     skip = e.ops[e.columns.index(SKIP)]

@@ -99,7 +99,7 @@ FORCED = ["--set", "robust_darts.every=1", "--set", "robust_darts.window=1", "--
           "--set", "optimizer.name=darts_1st"]
 
 
-def test_a_tiny_search_stops_early_with_the_earlier_cell_and_resumes_complete(tmp_path, capsys):
+def test_a_tiny_search_stops_early_with_the_earlier_cell_and_resumes_complete(tmp_path, capsys, tensorboard_on):
     out = tmp_path / "run"
     args = ["run", "--preset", "robust_darts_demo", *TINY, *FORCED, "--set", "search.epochs=4", "--out", str(out)]
     assert cli.main(args) == 0
@@ -197,7 +197,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, args, message):
     assert not out.exists()  # every check comes before anything is written
 
 
-def test_any_search_that_asks_logs_the_eigenvalue_without_stopping(tmp_path):
+def test_any_search_that_asks_logs_the_eigenvalue_without_stopping(tmp_path, tensorboard_on):
     """DARTS's own search (topk, no early stop) with robust_darts.every=1: a reading each epoch, in the
     epoch metrics and TensorBoard; the run is not stopped and its result is the last epoch's cell."""
     out = tmp_path / "run"

@@ -29,6 +29,8 @@ from nas_tensorboard.monitor import alpha_layout, tensorboard_command
 from nas_tensorboard.plots import alpha_tag, edge_labels, entropy, parameter_free_count
 from nas_tensorboard.plugin import TensorBoardOptions
 
+pytestmark = pytest.mark.usefixtures("tensorboard_on")  # these tests read what the monitor writes
+
 # softmax(alpha) of a demo search after one epoch: all values between 0.115 and 0.132
 DEMO_LIKE = torch.tensor([[0.1150, 0.1250, 0.1240, 0.1190, 0.1320, 0.1280, 0.1300, 0.1270],
                           [0.1260, 0.1230, 0.1210, 0.1180, 0.1310, 0.1290, 0.1200, 0.1160]])
@@ -266,6 +268,7 @@ def search(tmp_path_factory):
     run = tmp_path_factory.mktemp("tb") / "run"
     recorder = Recorder()
     with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("NAS_DISABLE_PLUGINS", "")  # the monitor on (conftest turns it off)
         if not dot_available():
             patch.setattr(plugin, "png_bytes", tiny_png)
         assert cli.main(["run", "--optimizer", "darts_1st", "--set", f"search.epochs={EPOCHS}", *TINY,

@@ -14,6 +14,8 @@ from nas_core.plugins import make_plugin_manager
 from nas_tensorboard import plugin as tb_plugin
 from nas_tensorboard.monitor import TensorBoardMonitor
 
+pytestmark = pytest.mark.usefixtures("tensorboard_on")  # these tests read what the monitor writes
+
 
 @pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # pytest's report of one
 def test_a_full_disk_is_the_runs_error_not_a_thread_traceback(tmp_path, monkeypatch, capsys):
