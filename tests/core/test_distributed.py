@@ -48,7 +48,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
-@pytest.mark.parametrize("optimizer", ["darts_1st", "darts_2nd"])
+@pytest.mark.parametrize("optimizer", ["darts_1st", pytest.param("darts_2nd", marks=pytest.mark.slow)])
 def test_two_processes_match_one_on_the_same_global_batch(tmp_path, optimizer):
     torch.set_num_threads(1)  # as each torchrun worker runs
     args = ["run", *TOY, "--optimizer", optimizer, "--threads", "1"]
@@ -72,6 +72,7 @@ def test_two_processes_match_one_on_the_same_global_batch(tmp_path, optimizer):
     assert state["world_size"] == 2 and len(state["ranks"]) == 2
 
 
+@pytest.mark.slow  # two torchrun jobs and a resume; a resume's exactness on one process is in the default suite
 def test_a_dead_rank_ends_the_job_and_resume_gives_the_numbers_of_an_uninterrupted_run(tmp_path):
     installed = {"installed": True}
     result = torchrun(2, installed, "run", *CNN, "--out", str(tmp_path / "whole"))
@@ -101,6 +102,7 @@ def test_a_dead_rank_ends_the_job_and_resume_gives_the_numbers_of_an_uninterrupt
             assert torch.equal(value, resumed["ranks"][r]["buffers"]["supernet"][key]), f"rank {r} {key}"
 
 
+@pytest.mark.slow  # waits out a timeout
 def test_a_hung_rank_ends_the_job_within_the_timeout_with_a_clear_message(tmp_path):
     start = time.monotonic()
     result = torchrun(2, {"hang_at_epoch": 1}, "run", *TOY, "--threads", "1", "--out", str(tmp_path / "run"),

@@ -46,7 +46,12 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("options, args, line", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+#: in the default suite; the others (each a torchrun job of its own) run with -m slow
+FAST = ("bad option", "batch does not split", "one rank alone")
+
+
+@pytest.mark.parametrize("options, args, line", [pytest.param(*b[1:], marks=() if b[0] in FAST else pytest.mark.slow)
+                                                 for b in BAD], ids=[b[0] for b in BAD])
 def test_a_job_that_cannot_run_stops_as_one(tmp_path, one_process_run, options, args, line):
     places = {"out": tmp_path / "out", "file": tmp_path / "a_file", "run": one_process_run}
     places["file"].write_text("mine")

@@ -313,6 +313,7 @@ def _pc(k: int):
     return PartialChannelOptions(k=k)
 
 
+@pytest.mark.slow  # P-DARTS's staged search resumes across a stage boundary in the default suite
 def test_a_staged_search_interrupted_in_its_second_stage_resumes_to_the_same_result(toolkit, tmp_path):
     from nas_core import hookimpl
 

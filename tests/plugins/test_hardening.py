@@ -94,7 +94,7 @@ class PoisonWeightsAtEpoch:
                 p.data.fill_(float("nan"))
 
 
-@pytest.mark.parametrize("steps", [2, 12], ids=["at the epoch's end", "within the epoch"])
+@pytest.mark.parametrize("steps", [2, pytest.param(12, marks=pytest.mark.slow)], ids=["at the epoch's end", "within the epoch"])
 def test_a_diverged_search_stops_and_keeps_its_last_good_checkpoint(tmp_path, capsys, steps):
     run = tmp_path / "run"
     args = [*RUN, "--set", "search.epochs=3", "--set", f"search.max_steps_per_epoch={steps}", "--out", str(run)]

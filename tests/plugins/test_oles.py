@@ -250,7 +250,7 @@ class StopAsEpochThreeStarts:
 FORCED = ["--set", "optimizer.frequency=2", "--set", "optimizer.score=clean", "--set", "optimizer.threshold=0.05"]
 
 
-def test_an_interrupted_search_resumes_bit_identically_with_its_frozen_ops(tmp_path, tensorboard_on):
+def test_an_interrupted_search_resumes_bit_identically_with_its_frozen_ops(tmp_path):
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     args = ["run", "--preset", "oles_demo", *TINY, *FORCED, "--set", "search.epochs=3"]
     assert cli.main([*args, "--out", str(whole)]) == 0
@@ -273,16 +273,14 @@ def test_an_interrupted_search_resumes_bit_identically_with_its_frozen_ops(tmp_p
                for k in oa["w_opt"]["state"]]
     assert buffers and all(torch.equal(x, y) for x, y in buffers)
     assert (whole / "genotype.json").read_text() == (broken / "genotype.json").read_text()
-    # each freezing logged once, also across the resume; the count is an epoch metric, also in TensorBoard
+    # each freezing logged once, also across the resume; the count is an epoch metric (so TensorBoard
+    # plots it as every epoch metric: tests/plugins/test_tensorboard.py)
     for run in (whole, broken):
         assert (run / "log.txt").read_text().count("OLES: froze ") == len(oa["oles"]["frozen"])
     assert a["metrics"]["oles_frozen"] == len(oa["oles"]["frozen"])
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(whole / "tb"), size_guidance={"scalars": 0}).Reload()
-    assert [p.value for p in events.Scalars("search/oles_frozen")][-1] == len(oa["oles"]["frozen"])
 
 
+@pytest.mark.slow  # the first-order search runs end to end above, resumed
 def test_a_tiny_second_order_search_then_training_end_to_end(tmp_path):
     run = tmp_path / "search"
     assert cli.main(["run", "--preset", "oles_demo", *TINY, *FORCED, "--set", "optimizer.name=oles_2nd",

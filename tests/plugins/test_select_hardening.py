@@ -201,6 +201,7 @@ def test_a_damaged_or_stale_running_json_is_taken_over(tmp_path, capsys, content
     assert "best by valid_top1_error: seed 1" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # two processes at once; the lock that shares the steps is tested in the default suite too
 def test_two_select_processes_started_together_share_one_selection(tmp_path):
     """The README's one-process-per-GPU selection, as two real processes on the CPU."""
     root = tmp_path / "sel"
