@@ -61,6 +61,7 @@ _EXPORTS = {
     "parse_cell_string": "nas_core.genotype_io",  # NAS-Bench-201's |op~0|+|op~0|op~1|+... form
     "format_cell_string": "nas_core.genotype_io",
     "format_genotype_text": "nas_core.genotype_io",  # the text form commands print
+    "genotype_by_node": "nas_core.derivation",  # a derivation rule written per node
     "top_k_genotype": "nas_core.derivation",  # DARTS's rule: per node the k strongest edges, each its best op
     "cell_graph": "nas_core.draw",
     "dot_available": "nas_core.draw",  # whether Graphviz's dot program can render cells

@@ -5,11 +5,11 @@ first, as theirs; the cell concatenates all its intermediate nodes."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from torch import Tensor
 
-from nas_core import ArchSpec, Cell, Discretizer, Genotype, RunContext
+from nas_core import ArchSpec, Discretizer, Genotype, RunContext, genotype_by_node
 from nas_snas.options import SnasArgmaxOptions
 
 
@@ -19,16 +19,11 @@ class SnasArgmaxDiscretizer(Discretizer):
 
     def derive(self, strengths: Mapping[str, Tensor], spec: ArchSpec, run: RunContext | None = None) -> Genotype:
         columns = [c for c, op in enumerate(spec.ops) if self.zero or op != spec.zero_op]
-        cells = {}
-        for cell_type, edges in spec.edges.items():
-            table = spec.table(strengths, cell_type)
-            dsts = sorted({dst for _, dst in edges})
-            nodes = []
-            for dst in dsts:
-                rows = [(row, src) for row, (src, d) in enumerate(edges) if d == dst]
-                # ties: the first op (their loop keeps the first maximum); edges by strength, stable in input
-                best = {row: max(columns, key=lambda c: (table[row][c], -c)) for row, _ in rows}
-                rows.sort(key=lambda r: -table[r[0]][best[r[0]]])
-                nodes.append(tuple((spec.ops[best[row]], src) for row, src in rows))
-            cells[cell_type] = Cell(tuple(nodes), tuple(dsts))
-        return Genotype(cells)
+
+        def choose(table: Sequence[Sequence[float]], incoming: list[tuple[int, int]]) -> list[tuple[str, int]]:
+            # ties: the first op (their loop keeps the first maximum); edges by strength, stable in input
+            best = {row: max(columns, key=lambda c: (table[row][c], -c)) for row, _ in incoming}
+            rows = sorted(incoming, key=lambda r: -table[r[0]][best[r[0]]])
+            return [(spec.ops[best[row]], src) for row, src in rows]
+
+        return genotype_by_node(strengths, spec, choose)

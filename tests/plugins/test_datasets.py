@@ -571,6 +571,7 @@ def test_cli_search_with_two_cells_runs_or_fails_cleanly(tmp_path):
         assert (tmp_path / "run" / "genotype.json").is_file()
 
 
+@pytest.mark.slow  # two searches in subprocesses; a data error's one line is in the default suite
 def test_cli_rerun_same_out_after_data_error(tmp_path):
     data, run_dir = tmp_path / "data", tmp_path / "run"
     data.mkdir()

@@ -242,7 +242,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, preset, args, message):
     assert err.startswith(f"nas: error: {message}"), err
 
 
-@pytest.mark.parametrize("kind", ["rs", "adv"])
+@pytest.mark.parametrize("kind", ["rs", pytest.param("adv", marks=pytest.mark.slow)])  # the attack: unit tests
 def test_a_tiny_search_end_to_end(tmp_path, kind):
     out = tmp_path / "run"
     assert cli.main(["run", "--preset", f"sdarts_{kind}_demo", *TINY, "--set", "search.epochs=2",

@@ -56,6 +56,7 @@ TINY = ["--set", "network.cells=3", "--set", "network.channels=8", "--set", "tra
         "--set", "train.batch_size=6", "--set", "train.max_steps_per_epoch=2", "--no-progress"]
 
 
+@pytest.mark.slow  # the CIFAR-10 -> CIFAR-100 transfer runs end to end in the default suite
 def test_transfer_to_imagenet_style_network_on_an_imagefolder_tree(tmp_path):
     root = write_imagefolder(tmp_path / "data")
     run = tmp_path / "run"
