@@ -4,6 +4,7 @@ reference in benchmarks/reference/, each measurement in a fresh subprocess.
     python benchmarks/search_step.py                 # paper search config, CPU: table + ratios
     python benchmarks/search_step.py --scaling       # also batch 16/32/64 x 5/8 cells
     python benchmarks/search_step.py --smoke         # tiny config, 1 step (CI)
+    python benchmarks/search_step.py --demo --profile   # the README demo's config; operator calls per step
     python benchmarks/search_step.py --device cuda --json results.json
     python benchmarks/search_step.py --baseline ../old --engines ours,baseline --modes darts_2nd
                                                      # A/B: this tree against another checkout's code
@@ -47,7 +48,7 @@ def _build(engine: str, mode: str, cfg: dict, device):
 
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
-    size, in_ch = cfg["image"], 3
+    size, in_ch = cfg["image"], cfg.get("in_channels", 3)
     batches = [(torch.randn(cfg["batch"], in_ch, size, size, generator=gen).to(device),
                 torch.randint(0, 10, (cfg["batch"],), generator=gen).to(device)) for _ in range(2)]
     train, val = batches
@@ -142,7 +143,31 @@ def measure(engine: str, mode: str, cfg: dict) -> dict:
         step()
     result["step_gflop"] = counter.get_total_flops() / 1e9
     result["gflops_per_s"] = result["step_gflop"] / result["seconds"]  # useful FLOPs per second
+    set_recompute(engine == "ours_recompute")
+    if cfg.get("profile"):
+        result.update(profile(step, cuda))
     return result
+
+
+def profile(step, cuda: bool, top: int = 12) -> dict:
+    """One more step under torch.profiler: the operator calls it makes (aten ops called from Python or
+    by autograd, not the ops they call in turn), CUDA kernels launched, and the operators that take
+    the most self time."""
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    with torch.profiler.profile(activities=activities) as prof:
+        step()
+        if cuda:
+            torch.cuda.synchronize()
+    events = prof.events()
+    calls = sum(1 for e in events if e.name.startswith("aten::")
+                and not (e.cpu_parent is not None and e.cpu_parent.name.startswith("aten::")))
+    kernels = sum(1 for e in events if e.device_type == torch.autograd.DeviceType.CUDA)
+    table = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return {"op_calls": calls, "cuda_kernels": kernels,
+            "top_ops": [[e.key, e.count, e.self_cpu_time_total / 1e3] for e in table]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,6 +204,12 @@ def print_table(results: list[dict]) -> None:
         print(f"{r['engine']:15s} {r['mode']:10s} {r['batch']:5d} {r['cells']:5d} {r['seconds']:8.3f} {peak:8.0f} "
               f"{r['peak_extra_mb']:7.0f} "
               f"{r['forward_gflop']:9.2f} {r['step_gflop']:10.2f} {r['gflops_per_s']:8.1f}")
+    for r in results:
+        if "op_calls" in r:
+            kernels = f", {r['cuda_kernels']} CUDA kernels" if r["cuda_kernels"] else ""
+            print(f"\n{r['engine']} {r['mode']}: {r['op_calls']} operator calls per step{kernels}; most self time:")
+            for name, count, ms in r["top_ops"]:
+                print(f"  {name:45s} {count:6d} calls {ms:9.1f} ms")
 
 
 def ratios(results: list[dict]) -> dict[str, float]:
@@ -219,6 +250,10 @@ def main() -> None:
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--scaling", action="store_true", help="also ours darts_2nd at batch 16/32/64 x cells 5/8")
     p.add_argument("--smoke", action="store_true", help="tiny config, one step: checks the script runs")
+    p.add_argument("--demo", action="store_true", help="the demo preset's search config: 4 cells, C=8, "
+                                                       "digits' 1x8x8 images, batch 64")
+    p.add_argument("--profile", action="store_true", help="also count operator calls per step (torch.profiler) and "
+                                                          "list the operators taking the most time")
     p.add_argument("--json", type=Path, help="write all results here")
     p.add_argument("--baseline", type=Path, help="engine 'baseline': our step with the code of this checkout "
                                                   "(e.g. a git worktree of an earlier commit), for A/B comparisons")
@@ -231,11 +266,16 @@ def main() -> None:
     if args.worker:
         print(json.dumps(measure(*args.worker, json.loads(args.config))))
         return
+    in_channels = 3
+    if args.demo:
+        args.batch, args.cells, args.channels, args.image, in_channels = 64, 4, 8, 8, 1
     if args.smoke:
         args.batch, args.cells, args.channels, args.image, args.steps, args.warmup = 4, 3, 4, 8, 1, 0
-    cfg = {k: getattr(args, k) for k in ("device", "batch", "cells", "channels", "image", "steps", "warmup", "threads")}
+    cfg = {k: getattr(args, k) for k in ("device", "batch", "cells", "channels", "image", "steps", "warmup", "threads",
+                                         "profile")}
+    cfg["in_channels"] = in_channels
     print(f"search step, darts_cnn: batch {args.batch}, {args.cells} cells, C={args.channels}, "
-          f"{args.image}x{args.image}x3, 10 classes, device {args.device}\n")
+          f"{args.image}x{args.image}x{in_channels}, 10 classes, device {args.device}\n")
     results = [r for _ in range(args.repeat) for e in args.engines.split(",") for m in args.modes.split(",")
                if (r := run_one(e, m, cfg, args.timeout, args.baseline)) is not None]
     print()

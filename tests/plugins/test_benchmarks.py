@@ -26,6 +26,20 @@ def test_search_step_benchmark_smoke(tmp_path):
     assert "ours/reference darts_2nd time" in proc.stdout
 
 
+@pytest.mark.slow  # two fresh processes
+def test_search_step_profile_counts_operator_calls(tmp_path):
+    out = tmp_path / "profile.json"
+    proc = subprocess.run([sys.executable, "benchmarks/search_step.py", "--smoke", "--profile", "--engines", "ours",
+                           "--modes", "weight,darts_1st", "--json", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    weight, first = json.loads(out.read_text())["results"]
+    # a first-order step is the weight step plus an architecture pass: more calls, every one counted once
+    assert 0 < weight["op_calls"] < first["op_calls"] and weight["cuda_kernels"] == 0
+    assert weight["top_ops"] and all(ms >= 0 for _, _, ms in weight["top_ops"])
+    assert "operator calls per step" in proc.stdout
+
+
 @pytest.mark.slow  # a benchmark's smoke run, like search_step's and method_step's
 def test_hvp_error_benchmark_smoke(tmp_path):
     out = tmp_path / "hvp.json"
