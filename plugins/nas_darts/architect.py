@@ -125,6 +125,12 @@ class DartsOptimizer(BilevelOptimizer):
         self.apply_weight_gradient(reduce(_grad(out.loss, self.weights)), batch)
         return out
 
+    @staticmethod
+    def gradients(loss: Tensor, inputs: Sequence[Tensor]) -> list[Tensor]:
+        """d ``loss`` / d ``inputs``, with zeros for inputs the loss does not reach: what every pass of
+        this class differentiates with, for a plugin's own passes."""
+        return _grad(loss, list(inputs))
+
     def apply_weight_gradient(self, grads: Sequence[Tensor], batch: Any) -> None:
         """The weight optimizer's step on ``grads`` (already reduced): clipped to ``grad_clip``, at the
         batch's lr scale. A plugin whose weight step computes its own gradient ends with this."""

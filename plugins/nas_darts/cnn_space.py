@@ -318,8 +318,7 @@ class DartsCnnSpace(SearchSpace):
         with torch.no_grad():
             net(torch.zeros(1, *data.input_shape), arch_weights=uniform)
         costs = {t: torch.zeros(spec.shape(t), dtype=torch.float64) for t in CELL_TYPES}
-        for i, cell in enumerate(net.cells):
-            cell_type = "reduce" if cell.reduction else "normal"
+        for i, (cell, cell_type) in enumerate(zip(net.cells, net.cell_types)):
             for row, (src, _) in enumerate(spec.edges[cell_type]):
                 stride, shape = 2 if cell.reduction and src < NUM_INPUTS else 1, shapes[(i, row)]
                 for col, name in enumerate(spec.ops):

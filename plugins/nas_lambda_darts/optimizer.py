@@ -124,9 +124,7 @@ class LambdaDartsOptimizer(DartsOptimizer):
             mix = self.mixing(sample)  # alpha gets no gradient from the weight step
         cells = {t: mix[t].unsqueeze(0).repeat(n, 1, 1).requires_grad_(True) for t, n in self.counts.items()}
         out = self.cell_pass(mix, cells, batch, state)
-        grads = torch.autograd.grad(out.loss, [*self.weights, *cells.values()], allow_unused=True)
-        grads = reduce([torch.zeros_like(t) if g is None else g
-                        for t, g in zip([*self.weights, *cells.values()], grads)])
+        grads = reduce(self.gradients(out.loss, [*self.weights, *cells.values()]))
         w_grads, cell_grads = grads[:len(self.weights)], dict(zip(cells, grads[len(self.weights):]))
         corr, direction = self.alignment(cell_grads, cosine_alignment)  # reported whatever the regulariser
         stats = {**out.stats, "corr": corr.detach(), "lambda": torch.tensor(self.strength)}
@@ -160,8 +158,8 @@ class LambdaDartsOptimizer(DartsOptimizer):
         (the order of batch norm's running-statistics updates)."""
         eps = self.finite_difference_step(direction)
         minus, plus = ({t: cells[t] + sign * eps * direction[t] for t in cells} for sign in (-1, 1))
-        g_minus = _grad(self.cell_pass(mix, minus, batch, state).loss, self.weights)
-        g_plus = _grad(self.cell_pass(mix, plus, batch, state).loss, self.weights)
+        g_minus = self.gradients(self.cell_pass(mix, minus, batch, state).loss, self.weights)
+        g_plus = self.gradients(self.cell_pass(mix, plus, batch, state).loss, self.weights)
         # linear in its two gradients: averaging the result averages both
         return reduce([(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus)])
 
@@ -180,8 +178,3 @@ class LambdaDartsOptimizer(DartsOptimizer):
             return self.net(*inputs, arch_weights=arch)
 
         return add_loss_terms(self.task.forward(model, batch, state), self.components, "weights", mix)
-
-
-def _grad(loss: Tensor, inputs: Sequence[Tensor]) -> list[Tensor]:
-    grads = torch.autograd.grad(loss, inputs, allow_unused=True)
-    return [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads)]

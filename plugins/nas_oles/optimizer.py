@@ -152,7 +152,7 @@ class OlesOptimizer(DartsOptimizer):
             return super().arch_gradient(train_batch, val_batch, train_state, val_state, sample=sample, reduce=reduce)
         out = self.forward_pass(self.weights, self.mixing(sample), val_batch, val_state, "arch")
         scored = [p for i in self.live() for p in self.candidates[i].params] if self.kept is not None else []
-        grads = reduce(_gradients(out.loss, [*self.alphas, *scored]))
+        grads = reduce(self.gradients(out.loss, [*self.alphas, *scored]))
         self.validation = dict(zip(scored, grads[len(self.alphas):]))
         return out, grads[:len(self.alphas)]
 
@@ -252,12 +252,6 @@ class OlesOptimizer(DartsOptimizer):
         self.scored = int(oles["scored"])
         self.sums = None if not oles["sums"] else torch.tensor(
             [oles["sums"][c.path] for c in self.candidates], dtype=ref.dtype, device=ref.device)
-
-
-def _gradients(loss: Tensor, inputs: Sequence[Tensor]) -> list[Tensor]:
-    """Gradients, with zeros for inputs the loss does not reach."""
-    grads = torch.autograd.grad(loss, list(inputs), allow_unused=True)
-    return [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads)]
 
 
 def oles_first_order(options: OlesOptions, **context: Any) -> OlesOptimizer:

@@ -4,7 +4,7 @@ The kept ops are the relaxation's (``Relaxation.prune``): their masks are buffer
 so checkpoints, ``--resume`` and a finished run read back hold the pruned set, and the pruned ops'
 mixing weights and strengths are exactly 0. Supernet edges read the masks as each epoch starts and
 stop computing those ops (``darts_cnn``'s weighted-sum edges), so the search gets cheaper as it goes.
-This hook runs before the supernet's epoch start (``tryfirst``) for that reason.
+The plugin's epoch-start hook therefore runs before the supernet's (``tryfirst``, plugin.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import logging
 
 import torch
 
-from nas_core import ArchSpec, ConfigError, RunContext, hookimpl
+from nas_core import ArchSpec, ConfigError, RunContext
 from nas_op_pruning.options import OpPruningSettings
 
 log = logging.getLogger("nas")
@@ -58,14 +58,12 @@ def kept_masks(strengths: dict[str, torch.Tensor], previous: dict[str, torch.Ten
     return out
 
 
-@hookimpl
 def nas_check_run(run: RunContext) -> None:
     settings = run.config.settings[SECTION]
     if run.phase == "search" and settings.after:
         check(settings, run)
 
 
-@hookimpl(tryfirst=True)
 def nas_epoch_start(run: RunContext) -> None:
     settings: OpPruningSettings = run.config.settings[SECTION]
     if run.phase != "search" or not settings.after:

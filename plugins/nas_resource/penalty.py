@@ -21,17 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nas_core import (
-    ArchSpec,
-    ConfigError,
-    Genotype,
-    MixingWeights,
-    RunContext,
-    SearchSpace,
-    hookimpl,
-    read_json_object,
-    write_json,
-)
+from nas_core import (ArchSpec, ConfigError, Genotype, MixingWeights, RunContext, SearchSpace, read_json_object,
+                      write_json)
 from nas_resource.costs import measure_with_cache
 from nas_resource.options import METRICS, ResourceSettings
 
@@ -55,15 +46,23 @@ class ResourcePenalty:
         self.settings, self.spec = settings, spec
         self.costs = {t: c.to(torch.float64) for t, c in costs.items()}
         self.live = [i for i, op in enumerate(spec.ops) if op != spec.zero_op]
-        self.edge_weights = {t: edge_weights(spec, t) for t in spec.edges}
+        # per cell type, [edges, live ops]: each op's cost times its edge's chance to be kept
+        self.tables = {t: edge_weights(spec, t) * self.costs[t][:, self.live] for t in spec.edges}
+        self._cast: dict[tuple[str, torch.device, torch.dtype], Tensor] = {}  # the tables as the steps' weights
+
+    def table(self, cell_type: str, like: Tensor) -> Tensor:
+        """The cell type's table on ``like``'s device and dtype, converted once (not at every step)."""
+        key = (cell_type, like.device, like.dtype)
+        if key not in self._cast:
+            self._cast[key] = self.tables[cell_type].to(like)
+        return self._cast[key]
 
     def expected_cost(self, mix: Mapping[str, Tensor]) -> Tensor:
         total = None
         for cell_type, w in mix.items():
             live = w[..., self.live]
             chosen = live / live.sum(-1, keepdim=True)
-            table = (self.edge_weights[cell_type] * self.costs[cell_type][:, self.live]).to(w)
-            term = (chosen * table).sum()
+            term = (chosen * self.table(cell_type, w)).sum()
             total = term if total is None else total + term
         return total
 
@@ -99,7 +98,6 @@ def _settings(run: RunContext) -> ResourceSettings | None:
     return settings if run.phase == "search" and settings is not None and settings.metric != "none" else None
 
 
-@hookimpl
 def nas_check_run(run: RunContext) -> None:
     settings = _settings(run)
     if settings is None:
@@ -124,7 +122,6 @@ def _costs(settings: ResourceSettings, run: RunContext) -> dict[str, Tensor]:
     return costs
 
 
-@hookimpl
 def nas_run_start(run: RunContext) -> None:
     settings = _settings(run)
     if settings is None or "resource" in run.components:
@@ -137,7 +134,6 @@ def nas_run_start(run: RunContext) -> None:
              METRICS[settings.metric][0], settings.target)
 
 
-@hookimpl
 def nas_epoch_end(run: RunContext, epoch: int, genotype: Genotype | None) -> None:
     penalty = run.components.get("resource")
     if isinstance(penalty, ResourcePenalty) and genotype is not None:
@@ -145,7 +141,6 @@ def nas_epoch_end(run: RunContext, epoch: int, genotype: Genotype | None) -> Non
                  METRICS[penalty.settings.metric][0])
 
 
-@hookimpl
 def nas_search_results(run: RunContext, genotype: Genotype, results: dict) -> None:
     penalty = run.components.get("resource")
     if isinstance(penalty, ResourcePenalty):
