@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from nas_core import (ArchSpec, ConfigError, Genotype, MixingWeights, RunContext, SearchSpace, read_json_object,
-                      write_json)
+from nas_core import (ArchSpec, ConfigError, Genotype, MixingWeights, NasError, RunContext, SearchSpace,
+                      read_json_object, write_json)
 from nas_resource.costs import measure_with_cache
 from nas_resource.options import METRICS, ResourceSettings
 
@@ -106,19 +107,41 @@ def nas_check_run(run: RunContext) -> None:
     if type(space).op_costs is SearchSpace.op_costs:
         raise ConfigError(f"resource.metric={settings.metric}: search space {run.config.space.name!r} does not report "
                           f"its ops' costs; use darts_cnn, or resource.metric=none")
+    path = run.dir / COSTS_FILE
+    if path.is_file():  # a resumed run: the table it started with, checked before the run writes anything
+        run.extra[COSTS_FILE] = saved_costs(path, settings, run.spec)
+
+
+def saved_costs(path: Path, settings: ResourceSettings, spec: ArchSpec) -> dict[str, Tensor]:
+    """The cost table a run wrote as it started; a NasError naming the file if it is not one for this
+    metric and space, with finite costs >= 0."""
+    saved = read_json_object(path)
+    costs = saved.get("costs")
+    if saved.get("metric") != settings.metric or not isinstance(costs, dict) or set(costs) != set(spec.edges):
+        raise NasError(f"{path} is not the {settings.metric} table of this search's cells; move it away to measure "
+                       f"the ops again")
+    out = {}
+    for cell_type, rows in costs.items():
+        try:
+            table = torch.tensor(rows, dtype=torch.float64)
+        except (TypeError, ValueError):
+            table = None
+        if table is None or tuple(table.shape) != spec.shape(cell_type) or not bool(
+                (torch.isfinite(table) & (table >= 0)).all()):
+            raise NasError(f"{path} is damaged: its {cell_type} costs are not {spec.shape(cell_type)[0]} rows of "
+                           f"{spec.shape(cell_type)[1]} finite numbers >= 0; move it away to measure the ops again")
+        out[cell_type] = table
+    return out
 
 
 def _costs(settings: ResourceSettings, run: RunContext) -> dict[str, Tensor]:
-    path = run.dir / COSTS_FILE
-    if path.is_file():  # a resumed run: the table it started with
-        saved = read_json_object(path)
-        if saved.get("metric") == settings.metric and set(saved.get("costs", {})) == set(run.spec.edges):
-            return {t: torch.tensor(rows, dtype=torch.float64) for t, rows in saved["costs"].items()}
+    if COSTS_FILE in run.extra:  # read and checked by nas_check_run
+        return run.extra.pop(COSTS_FILE)
     measure = measure_with_cache(settings.metric, run.device, settings.latency_repeats)
     costs = run.components["space"].op_costs(run.components["task"].info, measure)
     if run.is_writer:
-        write_json(path, {"metric": settings.metric, "unit": METRICS[settings.metric][0], "ops": list(run.spec.ops),
-                          "costs": {t: c.tolist() for t, c in costs.items()}})
+        write_json(run.dir / COSTS_FILE, {"metric": settings.metric, "unit": METRICS[settings.metric][0],
+                                          "ops": list(run.spec.ops), "costs": {t: c.tolist() for t, c in costs.items()}})
     return costs
 
 

@@ -117,11 +117,48 @@ def test_a_resumed_run_reads_the_table_it_started_with(tmp_path):
     """A latency measured anew would differ: the run directory's table is the one a resume uses."""
     from types import SimpleNamespace
 
-    from nas_resource.penalty import COSTS_FILE, _costs
+    from nas_resource.penalty import COSTS_FILE, _costs, saved_costs
 
-    (tmp_path / COSTS_FILE).write_text(json.dumps({"metric": "latency", "costs": {"normal": COSTS["normal"].tolist()}}))
-    run = SimpleNamespace(dir=tmp_path, spec=SPEC, components={}, is_writer=True)
-    assert torch.equal(_costs(ResourceSettings(metric="latency"), run)["normal"], COSTS["normal"])
+    path = tmp_path / COSTS_FILE
+    path.write_text(json.dumps({"metric": "latency", "costs": {"normal": COSTS["normal"].tolist()}}))
+    settings = ResourceSettings(metric="latency")
+    run = SimpleNamespace(dir=tmp_path, spec=SPEC, components={}, is_writer=True,
+                          extra={COSTS_FILE: saved_costs(path, settings, SPEC)})  # as nas_check_run leaves it
+    assert torch.equal(_costs(settings, run)["normal"], COSTS["normal"])
+
+
+TAMPERED = [
+    ({"metric": "params", "costs": {"normal": COSTS["normal"].tolist()}}, "is not the latency table"),
+    ({"metric": "latency", "costs": {"reduce": COSTS["normal"].tolist()}}, "is not the latency table"),
+    ({"metric": "latency", "costs": {"normal": [[0.0, "x", 1.0]] * 5}}, "is damaged: its normal costs"),
+    ({"metric": "latency", "costs": {"normal": COSTS["normal"].tolist()[:4]}}, "is damaged: its normal costs"),
+    ({"metric": "latency", "costs": {"normal": [[0.0, -1.0, 1.0]] * 5}}, "is damaged: its normal costs"),
+]
+
+
+@pytest.mark.parametrize("saved, message", TAMPERED, ids=["metric", "cells", "text", "rows", "negative"])
+def test_a_tampered_table_is_refused_by_name(tmp_path, saved, message):
+    from nas_core import NasError
+    from nas_resource.penalty import COSTS_FILE, saved_costs
+
+    path = tmp_path / COSTS_FILE
+    path.write_text(json.dumps(saved))
+    with pytest.raises(NasError, match=message) as e:
+        saved_costs(path, ResourceSettings(metric="latency"), SPEC)
+    assert str(path) in str(e.value) and "move it away" in str(e.value)
+
+
+def test_a_resume_over_a_tampered_table_is_one_line_and_writes_nothing(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert cli.main([*SEARCH, "--set", "search.epochs=1", "--out", str(run)]) == 0
+    table = run / "resource.json"
+    table.write_text('{"metric": "params", "costs": {"normal": [[1, "x"]], "reduce": []}}')
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert cli.main(["run", "--resume", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nas: error: ") and err.count("\n") == 1 and "resource.json is damaged" in err, err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
 
 
 CNN = ["--preset", "demo", *TINY]
