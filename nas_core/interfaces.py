@@ -329,13 +329,25 @@ class Relaxation(nn.Module, ABC):
         mask = getattr(self, f"kept_{cell_type}", None)
         return logits if mask is None else logits.masked_fill(~mask, float("-inf"))
 
-    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any) -> None:
-        # the masks exist only once a run pruned: a relaxation read back from such a run gets them here
-        for key, value in state_dict.items():
-            name = key[len(prefix):]
-            if key.startswith(prefix + "kept_") and "." not in name and not hasattr(self, name):
-                self.register_buffer(name, torch.zeros_like(value, dtype=torch.bool))
-        super()._load_from_state_dict(state_dict, prefix, *args)
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, local_metadata: Any, strict: bool,
+                              missing_keys: list[str], unexpected_keys: list[str], error_msgs: list[str]) -> None:
+        # the masks exist only once a run pruned: a relaxation read back from such a run gets them here,
+        # on its own device and shaped as the weights they mask (another shape is load_state_dict's
+        # usual size-mismatch error); a mask that leaves an edge without ops is refused like one
+        masks = {key[len(prefix):]: value for key, value in state_dict.items()
+                 if key.startswith(prefix + "kept_") and "." not in key[len(prefix):]}
+        if masks:
+            with torch.no_grad():
+                shapes = {f"kept_{t}": tuple(w.shape) for t, w in self.weights().items()}
+            device = next(self.parameters()).device
+        for name, value in masks.items():
+            if not hasattr(self, name):
+                self.register_buffer(name, torch.zeros(shapes.get(name, tuple(value.shape)), dtype=torch.bool,
+                                                       device=device))
+            if tuple(value.shape) == tuple(getattr(self, name).shape) and not bool(value.bool().any(dim=-1).all()):
+                error_msgs.append(f"{prefix}{name} leaves an edge without ops")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
 
 #: The objectives of a search step whose loss components may add terms to.

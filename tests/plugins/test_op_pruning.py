@@ -55,6 +55,16 @@ def test_pruned_ops_get_weight_zero_and_the_rest_their_softmax_and_the_masks_che
         relax.prune({"normal": torch.zeros(2, 4, dtype=torch.bool)})
 
 
+@pytest.mark.parametrize("mask, message", [(torch.ones(3, 4, dtype=torch.bool), "size mismatch for kept_normal"),
+                                           (torch.zeros(2, 4, dtype=torch.bool), "kept_normal leaves an edge without ops")],
+                         ids=["shape", "empty edge"])
+def test_a_tampered_mask_is_refused_as_it_loads(mask, message):
+    """What a checkpoint's loader turns into its one-line CheckpointError."""
+    fresh = SoftmaxRelaxation(SoftmaxOptions(), spec=SPEC)
+    with pytest.raises(RuntimeError, match=message):
+        fresh.load_state_dict({"alphas.normal": torch.zeros(2, 4), "kept_normal": mask})
+
+
 def test_the_supernet_stops_computing_pruned_ops_and_its_output_is_unchanged():
     torch.manual_seed(0)
     space = DartsCnnSpace(DartsCnnOptions(cells=2, channels=4, nodes=2))
