@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-ENGINES = ("reference", "ours", "ours_recompute")
+ENGINES = ("reference", "ours", "ours_recompute")  # also "ours_per_op": ours with space.fused_edges false
 MODES = ("weight", "darts_1st", "darts_2nd")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,8 +75,10 @@ def _build(engine: str, mode: str, cfg: dict, device):
     from nas_tasks.image_datasets import LabelledImages
 
     info = DataInfo((in_ch, size, size), 10)
-    space = DartsCnnSpace(DartsCnnOptions(cells=cfg["cells"], channels=cfg["channels"],
-                                          recompute_edges=engine == "ours_recompute"))  # baseline: as ours
+    fused = False if engine == "ours_per_op" else cfg.get("fused")
+    space = DartsCnnSpace(DartsCnnOptions(cells=cfg["cells"], channels=cfg["channels"],  # baseline: as ours
+                                          recompute_edges=engine == "ours_recompute",
+                                          **({} if fused is None else {"fused_edges": fused})))
     net = space.build_supernet(info).to(device)
     relax = SoftmaxRelaxation(SoftmaxOptions(), spec=space.arch_spec()).to(device)
     task = ClassificationTask(ClassificationOptions(valid_split=0.0), data=LabelledImages(list(zip(*train)), [], info))
@@ -177,6 +179,8 @@ def profile(step, cuda: bool, top: int = 12) -> dict:
 def run_one(engine: str, mode: str, cfg: dict, timeout: float, baseline: Path | None = None) -> dict | None:
     """``engine`` "baseline" is "ours" with the code of the ``baseline`` checkout imported first."""
     worker = "ours" if engine == "baseline" else engine
+    if engine == "baseline":
+        cfg = {**cfg, "fused": None}  # an earlier checkout may have no such option
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", worker, mode, "--config", json.dumps(cfg)]
     trees = [baseline, baseline / "plugins"] if engine == "baseline" and baseline else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*trees, ROOT, os.environ.get("PYTHONPATH", "")]))}
@@ -230,9 +234,17 @@ def ratios(results: list[dict]) -> dict[str, float]:
             for mode in ("darts_1st", "darts_2nd"):
                 if (engine, mode) in by:
                     out[f"{engine} {mode}/weight time"] = by[engine, mode]["seconds"] / by[engine, "weight"]["seconds"]
+    for other in ("baseline", "ours_per_op"):
+        for mode in MODES:
+            if ("ours", mode) in by and (other, mode) in by:
+                ours, them = by["ours", mode], by[other, mode]
+                out[f"ours/{other} {mode} time"] = ours["seconds"] / them["seconds"]
+                out[f"ours/{other} {mode} memory"] = ours["peak_extra_mb"] / them["peak_extra_mb"]
+                if "op_calls" in ours and "op_calls" in them:
+                    out[f"ours/{other} {mode} operator calls"] = ours["op_calls"] / them["op_calls"]
     for mode in MODES:
-        if ("ours", mode) in by and ("baseline", mode) in by:
-            out[f"ours/baseline {mode} time"] = by["ours", mode]["seconds"] / by["baseline", mode]["seconds"]
+        if ("ours", mode) in by and ("reference", mode) in by and "op_calls" in by["ours", mode]:
+            out[f"ours/reference {mode} operator calls"] = by["ours", mode]["op_calls"] / by["reference", mode]["op_calls"]
     return out
 
 
@@ -254,6 +266,9 @@ def main() -> None:
                                                        "digits' 1x8x8 images, batch 64")
     p.add_argument("--profile", action="store_true", help="also count operator calls per step (torch.profiler) and "
                                                           "list the operators taking the most time")
+    p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
+                   help="our engines with space.fused_edges on or off (default: the space's default); "
+                        "engine ours_per_op is always off, for both in one run")
     p.add_argument("--json", type=Path, help="write all results here")
     p.add_argument("--baseline", type=Path, help="engine 'baseline': our step with the code of this checkout "
                                                   "(e.g. a git worktree of an earlier commit), for A/B comparisons")
@@ -272,7 +287,7 @@ def main() -> None:
     if args.smoke:
         args.batch, args.cells, args.channels, args.image, args.steps, args.warmup = 4, 3, 4, 8, 1, 0
     cfg = {k: getattr(args, k) for k in ("device", "batch", "cells", "channels", "image", "steps", "warmup", "threads",
-                                         "profile")}
+                                         "profile", "fused")}
     cfg["in_channels"] = in_channels
     print(f"search step, darts_cnn: batch {args.batch}, {args.cells} cells, C={args.channels}, "
           f"{args.image}x{args.image}x{in_channels}, 10 classes, device {args.device}\n")

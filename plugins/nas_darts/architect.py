@@ -70,8 +70,9 @@ class DartsOptimizer(BilevelOptimizer):
         self.alphas = list(relaxation.parameters())
         if options.w_nesterov and options.w_momentum == 0:
             raise ValueError("w_nesterov needs a momentum: set w_momentum > 0 or w_nesterov false")
+        # foreach: one operator call per step for all weights (torch picks it on CUDA only); the same arithmetic
         self.w_opt = torch.optim.SGD(self.weights, lr=options.w_lr, momentum=options.w_momentum,
-                                     weight_decay=options.w_weight_decay, nesterov=options.w_nesterov)
+                                     weight_decay=options.w_weight_decay, nesterov=options.w_nesterov, foreach=True)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.w_opt, T_max=max(epochs, 1),
                                                                     eta_min=options.w_lr_min)
         self.a_opt = torch.optim.Adam(self.alphas, lr=options.arch_lr, betas=options.arch_betas,
@@ -134,10 +135,10 @@ class DartsOptimizer(BilevelOptimizer):
     def apply_weight_gradient(self, grads: Sequence[Tensor], batch: Any) -> None:
         """The weight optimizer's step on ``grads`` (already reduced): clipped to ``grad_clip``, at the
         batch's lr scale. A plugin whose weight step computes its own gradient ends with this."""
+        if self.opts.grad_clip > 0:  # clip_grad_norm_'s rule, without its copy of every norm
+            grads, _ = _clip(grads, self.opts.grad_clip)
         for p, g in zip(self.weights, grads):
             p.grad = g
-        if self.opts.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.weights, self.opts.grad_clip)
         group = self.w_opt.param_groups[0]
         lr = group["lr"]
         group["lr"] = lr * self.lr_scale(batch)  # this batch's step only: the schedule keeps lr
@@ -192,19 +193,20 @@ class DartsOptimizer(BilevelOptimizer):
             grads, coef = _clip(grads, self.opts.grad_clip)
             if clip_coef is not None:
                 clip_coef.append(coef)
-        out = []
+        # list arithmetic (one operator call for all weights), in SGD's own order of operations
         with torch.no_grad():
-            for w, g, held in zip(self.weights, grads, self.held):
-                if held:
-                    out.append(w.detach().clone())
-                    continue
-                d = g + self.opts.w_weight_decay * w
-                buf = self.w_opt.state.get(w, {}).get("momentum_buffer")
-                step = d if buf is None else d + self.opts.w_momentum * buf  # SGD's next momentum buffer
-                if self.opts.w_nesterov:  # SGD's Nesterov step: the gradient plus momentum times that buffer
-                    step = d + self.opts.w_momentum * step
-                out.append(w - xi * step)
-        return out
+            d = torch._foreach_add(grads, self.weights, alpha=self.opts.w_weight_decay)
+            bufs = [self.w_opt.state.get(w, {}).get("momentum_buffer") for w in self.weights]
+            step = list(d)
+            have = [i for i, buf in enumerate(bufs) if buf is not None]  # none before the first weight step
+            if have:  # SGD's next momentum buffer
+                moved = torch._foreach_add([d[i] for i in have], [bufs[i] for i in have], alpha=self.opts.w_momentum)
+                for i, m in zip(have, moved):
+                    step[i] = m
+            if self.opts.w_nesterov:  # SGD's Nesterov step: the gradient plus momentum times that buffer
+                step = torch._foreach_add(d, step, alpha=self.opts.w_momentum)
+            out = torch._foreach_add(self.weights, step, alpha=-xi)
+            return [w.detach().clone() if held else o for w, o, held in zip(self.weights, out, self.held)]
 
     def hessian_vector_product(self, v: Sequence[Tensor], batch: Any, state: Any = None,
                                sample: Any = None) -> list[Tensor]:
@@ -218,8 +220,9 @@ class DartsOptimizer(BilevelOptimizer):
         # a zero v gives w+ == w-, hence an exact zero; clamping instead of testing keeps the host out
         eps = self.opts.fd_eps / norm.clamp_min(torch.finfo(norm.dtype).tiny)
         with torch.no_grad():
-            w_plus = [w + eps * t for w, t in zip(self.weights, v)]
-            w_minus = [w - eps * t for w, t in zip(self.weights, v)]
+            step = torch._foreach_mul(list(v), eps)
+            w_plus = torch._foreach_add(self.weights, step)
+            w_minus = torch._foreach_sub(self.weights, step)
         g_plus = _grad(self.forward_pass(w_plus, self.mixing(sample), batch, state, "weights").loss, self.alphas)
         g_minus = _grad(self.forward_pass(w_minus, self.mixing(sample), batch, state, "weights").loss, self.alphas)
         return [(gp - gm) / (2 * eps) for gp, gm in zip(g_plus, g_minus)]
@@ -285,13 +288,13 @@ def _clip(grads: Sequence[Tensor], max_norm: float) -> tuple[list[Tensor], Tenso
     (the rule of ``torch.nn.utils.clip_grad_norm_``)."""
     with torch.no_grad():
         coef = (max_norm / (_norm(grads) + 1e-6)).clamp(max=1.0)
-        return [g * coef for g in grads], coef
+        return list(torch._foreach_mul(list(grads), coef)), coef
 
 
 def _norm(tensors: Sequence[Tensor]) -> Tensor:
     """The L2 norm of all ``tensors`` together, as a 0-dim tensor (no wait for the device)."""
     with torch.no_grad():
-        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(t) for t in tensors]))
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(tensors))))
 
 
 def _grad(loss: Tensor, inputs: list[Tensor]) -> list[Tensor]:

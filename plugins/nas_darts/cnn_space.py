@@ -52,13 +52,24 @@ class SearchCell(nn.Module):
             return catalog.mixed_edge(opts.edge, ops=opts.ops, channels=c, stride=stride, make_op=make_op, zero=zero,
                                       cell_type="reduce" if reduction else "normal", row=row)
 
+        edges = cell_edges(opts.nodes)
         self.edges = nn.ModuleList(edge(row, 2 if reduction and src < NUM_INPUTS else 1)
-                                   for row, (src, _) in enumerate(cell_edges(opts.nodes)))
+                                   for row, (src, _) in enumerate(edges))
+        self.fused = opts.fused_edges
+        # the fused path computes the edges leaving each state together, state by state; their rows are
+        # not consecutive in alpha, so the weights are read once in that order
+        self.leaving = [[row for row, (src, _) in enumerate(edges) if src == state]
+                        for state in range(NUM_INPUTS + opts.nodes - 1)]
+        self.target = [dst - NUM_INPUTS for _, dst in edges]
+        self.register_buffer("by_source", torch.tensor([row for rows in self.leaving for row in rows]),
+                             persistent=False)
 
     def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, chosen: tuple[int, ...] | None,
                 recompute_edges: bool = False) -> Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
         relus = [F.relu(s) for s in states]  # shared by every conv op reading the node
+        if chosen is None and fuse_edges(self.fused, states[1]):
+            return self._fused(states, relus, weights, recompute_edges)
         row = 0
         for j in range(self.nodes):
             node = None
@@ -73,6 +84,55 @@ class SearchCell(nn.Module):
             if j + 1 < self.nodes:
                 relus.append(F.relu(node))
         return torch.cat(states[NUM_INPUTS:], dim=1)
+
+    def _fused(self, states: list[Tensor], relus: list[Tensor], weights: Tensor, recompute_edges: bool) -> Tensor:
+        """The same cell with the edges leaving each state computed together (``MixedEdge.forward_group``):
+        a node's inputs are added in the same order, source by source."""
+        by_source = weights.index_select(0, self.by_source).split([len(rows) for rows in self.leaving])
+        nodes: list[Tensor | None] = [None] * self.nodes
+        for state, rows in enumerate(self.leaving):
+            group = EdgeGroup([self.edges[row] for row in rows])
+            args = (states[state], by_source[state], relus[state])
+            outs = recompute(group, *args) if recompute_edges else group(*args)
+            for row, out in zip(rows, outs):
+                if self.training and self.drop_path > 0:
+                    out = drop_path(out, self.drop_path)
+                j = self.target[row]
+                nodes[j] = out if nodes[j] is None else nodes[j] + out
+            if state >= 1:  # node state - 1 has all its inputs
+                states.append(nodes[state - 1])
+                if state < self.nodes:
+                    relus.append(F.relu(states[-1]))
+        return torch.cat(states[NUM_INPUTS:], dim=1)
+
+
+class EdgeGroup(nn.Module):
+    """Edges that read the same state, called together: through their kind's ``forward_group`` when
+    they are all of one kind. A module so that ``recompute`` can take it."""
+
+    def __init__(self, edges: list[nn.Module]):
+        super().__init__()
+        self.edges = nn.ModuleList(edges)
+
+    def forward(self, x: Tensor, weights: Tensor, relu_x: Tensor) -> tuple[Tensor, ...]:
+        kind = type(self.edges[0])
+        if all(type(edge) is kind for edge in self.edges):
+            return tuple(kind.forward_group(list(self.edges), x, weights, relu_x=relu_x))
+        return tuple(edge(x, w, relu_x=relu_x) for edge, w in zip(self.edges, weights))
+
+
+# Elements of a cell's input up to which fusion is the default on CPU (docs/performance.md): on 2
+# cores the demo's cells (32 768: 64 x 8 x 8 x 8) ran faster fused, the paper config's (1 M: 64 x 16
+# x 32 x 32) slower, its convolutions being compute-bound there
+FUSE_ON_CPU_UP_TO = 1 << 17
+
+
+def fuse_edges(option: bool | None, x: Tensor) -> bool:
+    """Whether a cell fuses its edges: ``space.fused_edges``, or when None, on any accelerator (where
+    a step is bound by the number of kernels launched) and on CPU for small inputs."""
+    if option is not None:
+        return option
+    return x.device.type != "cpu" or x.numel() <= FUSE_ON_CPU_UP_TO
 
 
 class _Stack(nn.Module):
@@ -304,6 +364,8 @@ class DartsCnnSpace(SearchSpace):
         is then built as the discrete network builds it (affine BN) at that edge's channels and stride."""
         spec = self.arch_spec()
         net = self.build_supernet(data).eval()
+        for cell in net.cells:
+            cell.fused = False  # so that every edge's forward runs, and its hook reads the edge's input
         shapes: dict[tuple[int, int], tuple[int, ...]] = {}
 
         def record(key: tuple[int, int]) -> Callable[..., None]:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
 from nas_core import MixedEdge, RunContext
+from nas_darts import fused
 from nas_darts.ops import PreActivated
 
 
 class WeightedSumEdge(MixedEdge):
     """The zero ops are not computed: they add nothing, and their weights still get the right
     gradient through the normalisation of the others. Conv ops read the cell's shared ``relu_x``.
-    Ops the relaxation pruned (``Relaxation.kept``, read as each epoch starts) are not computed either."""
+    Ops the relaxation pruned (``Relaxation.kept``, read as each epoch starts) are not computed either.
+
+    ``forward_group`` fuses the ops of edges that read the same input (``nas_darts.fused``); a subclass
+    that changes ``forward`` defines its own ``forward_group`` too, or its edges run one by one."""
 
     def __init__(self, options: None, *, ops: tuple[str, ...], channels: int, stride: int,
                  make_op: Callable[[str, int], nn.Module], zero: frozenset[str], cell_type: str | None = None,
@@ -40,6 +44,36 @@ class WeightedSumEdge(MixedEdge):
         if self.preactivated[i] and relu_x is not None:
             return self.ops[i].body(relu_x)
         return self.ops[i](x)
+
+    @classmethod
+    def forward_group(cls, edges: Sequence[MixedEdge], x: Tensor, weights: Tensor, **inputs: Any) -> list[Tensor]:
+        if cls.forward is not WeightedSumEdge.forward and "forward_group" not in vars(cls):
+            return super().forward_group(edges, x, weights, **inputs)
+        return WeightedSumEdge.weighted_sums(edges, x, weights, inputs.get("relu_x"))
+
+    @staticmethod
+    def weighted_sums(edges: Sequence[WeightedSumEdge], x: Tensor, weights: Tensor,
+                      relu_x: Tensor | None) -> list[Tensor]:
+        """This class's forward of each edge (without a subclass's additions), fused across the edges
+        that compute the same columns."""
+        outs: list[Tensor | None] = [None] * len(edges)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for e, edge in enumerate(edges):
+            groups.setdefault(tuple(edge.columns[i] for i in edge.computed), []).append(e)
+        for columns, members in groups.items():
+            if not columns:  # nothing computed: as forward, no output
+                continue
+            group = [edges[e] for e in members]
+
+            def run_op(e: int, k: int, group: list[WeightedSumEdge] = group) -> Tensor:
+                return group[e]._op(group[e].computed[k], x, relu_x)
+
+            rows = weights if len(members) == len(edges) else weights[members]
+            sums = fused.weighted_sums([[edge.ops[i] for i in edge.computed] for edge in group], columns, x, rows,
+                                       relu_x, run_op)
+            for e, out in zip(members, sums):
+                outs[e] = out
+        return outs
 
     def forward(self, x: Tensor, weights: Tensor, chosen: int | None = None, relu_x: Tensor | None = None) -> Tensor:
         if chosen is not None:  # hard sampling: only the chosen op runs

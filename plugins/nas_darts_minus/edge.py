@@ -13,13 +13,13 @@ derived cell."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from nas_core import RunContext
+from nas_core import MixedEdge, RunContext
 from nas_darts.edges import WeightedSumEdge
 from nas_darts_minus.options import DartsMinusEdgeOptions
 
@@ -63,3 +63,8 @@ class DartsMinusEdge(WeightedSumEdge):
 
     def forward(self, x: Tensor, weights: Tensor, chosen: int | None = None, relu_x: Tensor | None = None) -> Tensor:
         return super().forward(x, weights, chosen, relu_x) + self.beta * self.aux(x)
+
+    @classmethod
+    def forward_group(cls, edges: Sequence[MixedEdge], x: Tensor, weights: Tensor, **inputs: Any) -> list[Tensor]:
+        sums = WeightedSumEdge.weighted_sums(edges, x, weights, inputs.get("relu_x"))
+        return [out + edge.beta * edge.aux(x) for out, edge in zip(sums, edges)]

@@ -56,7 +56,7 @@ def test_unknown_key_names_key_file_and_valid_keys(registries, tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'optimiser'.*valid keys: data_root, dataset"):
         resolve(registries, [Layer({"optimiser": {}}, "x")], preset="demo")
     with pytest.raises(ConfigError, match=r"unknown key 'space.width'.*valid keys of search space 'darts_cnn': "
-                                          r"auxiliary, cells, channels, channels_last, drop_path, edge, nodes, ops, "
+                                          r"auxiliary, cells, channels, channels_last, drop_path, edge, fused_edges, nodes, ops, "
                                           r"recompute_edges"):
         resolve(registries, [Layer({"space": {"width": 3}}, "x")], preset="demo")
 

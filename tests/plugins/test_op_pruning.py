@@ -65,9 +65,11 @@ def test_a_tampered_mask_is_refused_as_it_loads(mask, message):
         fresh.load_state_dict({"alphas.normal": torch.zeros(2, 4), "kept_normal": mask})
 
 
-def test_the_supernet_stops_computing_pruned_ops_and_its_output_is_unchanged():
+@pytest.mark.parametrize("fused", [False, True])
+def test_the_supernet_stops_computing_pruned_ops_and_its_output_is_unchanged(fused):
+    """Per op, the ops computed are counted; fused, the edges' groups compute their kept columns."""
     torch.manual_seed(0)
-    space = DartsCnnSpace(DartsCnnOptions(cells=2, channels=4, nodes=2))
+    space = DartsCnnSpace(DartsCnnOptions(cells=2, channels=4, nodes=2, fused_edges=fused))
     spec = space.arch_spec()
     net = space.build_supernet(DataInfo((3, 8, 8), 10))
     relax = SoftmaxRelaxation(SoftmaxOptions(init_std=1.0), spec=spec)
@@ -89,7 +91,9 @@ def test_the_supernet_stops_computing_pruned_ops_and_its_output_is_unchanged():
         net.nas_epoch_start(run)
         pruned = net(x, arch_weights=relax.weights())
     edges = sum(len(cell.edges) for cell in net.cells)
-    assert computed_before == edges * 7 and len(calls) == edges * 2  # 7 ops besides none; then the 2 kept
+    if not fused:
+        assert computed_before == edges * 7 and len(calls) == edges * 2  # 7 ops besides none; then the 2 kept
+    assert all(len(edge.computed) == 2 for cell in net.cells for edge in cell.edges)
     assert torch.allclose(full, pruned, atol=1e-6)
 
 

@@ -1,0 +1,341 @@
+"""Fused mixed operations: the weighted sums of several DARTS edges that read the same input, computed
+with a few large operator calls instead of every op of every edge one by one (docs/performance.md).
+
+The ops keep their own parameters and BN buffers (checkpoints, OLES's per-op freezing and the per-op
+path read them there); at each call they are stacked so that one call computes every edge:
+
+- an op with no parameters that reads ``x`` alone (a pooling, with its affine-free BN, or the
+  identity) gives the same output on every edge: it is computed once, and its BN's batch
+  statistics update every edge's running statistics;
+- a ReLU-Conv-BN chain (``PreActivated``: sep and dil convs) is run for all edges at once, the
+  depthwise convs as one grouped conv over the input repeated per edge, the pointwise ones as one
+  grouped 1x1, the BNs as one BN over the concatenated channels; chains of every kind advance in
+  lockstep, so a layer that is alike in all (the pointwise convs, the BNs, the ReLUs) is one call;
+- ``FactorizedReduce`` (the stride-2 skip) is one stride-2 2x2 conv whose taps (0, 0) and (1, 1)
+  hold its two 1x1 convs, and one BN;
+- any other op (a plugin's) runs per edge;
+- the weighted sum is one multiply-add per column over all edges.
+
+Only the arithmetic's order changes: outputs match the per-op path to rounding (tests compare both
+in float64).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nas_darts.ops import FactorizedReduce, PreActivated
+
+POOLS = (nn.MaxPool2d, nn.AvgPool2d)
+
+
+def _conv_key(m: nn.Module) -> tuple | None:
+    if type(m) is not nn.Conv2d or m.bias is not None or m.padding_mode != "zeros":
+        return None
+    return ("conv", m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups)
+
+
+def _bn_key(m: nn.Module | None) -> tuple | None:
+    # momentum None (a cumulative average) reads each module's own count: not fused
+    if type(m) is not nn.BatchNorm2d or m.momentum is None:
+        return None
+    return ("bn", m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, m.training)
+
+
+def _layer_key(m: nn.Module) -> tuple | None:
+    return ("relu",) if type(m) is nn.ReLU else _conv_key(m) or _bn_key(m)
+
+
+def op_key(op: nn.Module) -> tuple | None:
+    """How an op can be fused, with everything two ops must share to be fused together; None: it
+    runs on its own."""
+    if type(op) is nn.Identity:
+        return ("identity",)
+    if type(op) in POOLS:
+        return ("shared", repr(op), None)
+    if type(op) is nn.Sequential and len(op) == 2 and type(op[0]) in POOLS:
+        bn = _bn_key(op[1])
+        if bn is None or op[1].affine:  # an affine BN's output differs per edge
+            return None
+        return ("shared", repr(op[0]), bn)
+    if type(op) is FactorizedReduce:
+        keys = (_conv_key(op.conv_1), _conv_key(op.conv_2), _bn_key(op.bn))
+        return None if None in keys else ("reduce", *keys)
+    if type(op) is PreActivated and type(op.body) is nn.Sequential and len(op.body) and _conv_key(op.body[0]):
+        keys = tuple(_layer_key(m) for m in op.body)
+        return None if None in keys else ("chain", keys)
+    return None
+
+
+class _RunningStats:
+    """The running-statistics updates of one fused group's BNs, written back together at the end."""
+
+    def __init__(self) -> None:
+        self.dst: list[Tensor] = []
+        self.src: list[Tensor] = []
+        self.lerp: dict[float, tuple[list[Tensor], list[Tensor]]] = {}
+        self.counts: list[Tensor] = []
+
+    def batch_norm(self, y: Tensor, bns: Sequence[nn.BatchNorm2d]) -> Tensor:
+        """Every module of ``bns`` normalizing its own consecutive channels of ``y``."""
+        bn = bns[0]
+        weight = concat([b.weight for b in bns]) if bn.affine else None
+        bias = concat([b.bias for b in bns]) if bn.affine else None
+        if not bn.track_running_stats:
+            return F.batch_norm(y, None, None, weight, bias, True, 0.0, bn.eps)
+        running = [*(b.running_mean for b in bns), *(b.running_var for b in bns)]
+        both = torch.cat(running)  # F.batch_norm updates its two halves in place
+        mean, var = both.chunk(2)
+        out = _SameFormatGradient.apply(F.batch_norm(y, mean, var, weight, bias, bn.training, bn.momentum, bn.eps))
+        if bn.training:
+            self.dst += running
+            self.src += both.split([t.shape[0] for t in running])
+            self.counts += [b.num_batches_tracked for b in bns]
+        return out
+
+    def shared_batch_norm(self, y: Tensor, bns: Sequence[nn.BatchNorm2d]) -> Tensor:
+        """Affine-free ``bns`` all normalizing the same ``y``: one output in training mode (the batch's
+        statistics), one per module in eval mode (each module's running statistics)."""
+        bn = bns[0]
+        if not bn.training and bn.track_running_stats:
+            return F.batch_norm(_Repeat.apply(y, len(bns)), torch.cat([b.running_mean for b in bns]),
+                                torch.cat([b.running_var for b in bns]), None, None, False, 0.0, bn.eps)
+        out = F.batch_norm(y, None, None, None, None, True, 0.0, bn.eps)
+        if bn.track_running_stats:
+            with torch.no_grad():
+                var, mean = torch.var_mean(y, dim=(0, 2, 3), correction=1)
+            means, variances = self.lerp.setdefault(bn.momentum, ([], []))
+            means += [b.running_mean for b in bns] + [b.running_var for b in bns]
+            variances += [mean] * len(bns) + [var] * len(bns)
+            self.counts += [b.num_batches_tracked for b in bns]
+        return out
+
+    def write(self) -> None:
+        with torch.no_grad():
+            if self.dst:
+                torch._foreach_copy_(self.dst, self.src)
+            for momentum, (running, batch) in self.lerp.items():
+                torch._foreach_lerp_(running, batch, momentum)
+            if self.counts:
+                torch._foreach_add_(self.counts, 1)
+
+
+class _Concat(torch.autograd.Function):
+    """``torch.cat(tensors, dim)``, whose backward is one split into views (torch's is a slice per
+    input): the backward of stacking every op's parameters runs in every backward pass."""
+
+    @staticmethod
+    def forward(dim: int, *tensors: Tensor) -> Tensor:
+        return torch.cat(tensors, dim)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
+        ctx.dim = inputs[0]
+        ctx.sizes = [t.shape[ctx.dim] for t in inputs[1:]]
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple:
+        return None, *grad.split(ctx.sizes, ctx.dim)  # differentiable: double backward (hvp: exact) goes through it
+
+
+def _layout(x: Tensor) -> tuple[torch.Size, torch.memory_format]:
+    channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+    return x.shape, torch.channels_last if channels_last else torch.contiguous_format
+
+
+def _sum_blocks(blocks: Tensor, like: tuple[torch.Size, torch.memory_format]) -> Tensor:
+    """``blocks.sum(1)`` in the memory format ``like`` names (a reduction's output is contiguous)."""
+    shape, memory_format = like
+    if torch.is_grad_enabled():  # a double backward: out= is not differentiable
+        return blocks.sum(1).contiguous(memory_format=memory_format)
+    return torch.sum(blocks, 1, out=torch.empty(shape, dtype=blocks.dtype, device=blocks.device,
+                                                memory_format=memory_format))
+
+
+class _Repeat(torch.autograd.Function):
+    """``x`` repeated ``n`` times along channels, in ``x``'s memory format (``Tensor.repeat`` returns a
+    contiguous tensor, which turns a channels-last convolution into a much slower one)."""
+
+    @staticmethod
+    def forward(x: Tensor, n: int) -> Tensor:
+        return torch.cat([x] * n, 1)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
+        ctx.n, ctx.like = inputs[1], _layout(inputs[0])
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple:
+        return _sum_blocks(grad.unflatten(1, (ctx.n, -1)), ctx.like), None
+
+
+def concat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
+    return tensors[0] if len(tensors) == 1 else _Concat.apply(dim, *tensors)
+
+
+def _stacked(modules: Sequence[nn.Module], name: str) -> Tensor:
+    """The ``name`` parameters of ``modules`` concatenated on their first dimension."""
+    return concat([getattr(m, name) for m in modules])
+
+
+def _conv(x: Tensor, convs: Sequence[nn.Conv2d], shared_input: bool, repeat: dict[int, Tensor]) -> Tensor:
+    """Every conv of ``convs`` on its own consecutive channels of ``x`` (or each on the whole of ``x``
+    when ``shared_input``), outputs concatenated in order."""
+    c, n = convs[0], len(convs)
+    weight = _stacked(convs, "weight")
+    groups = c.groups
+    if shared_input and c.groups > 1:  # a grouped conv over a copy of x per conv
+        if n not in repeat:
+            repeat[n] = _Repeat.apply(x, n)
+        x, groups = repeat[n], c.groups * n
+    elif not shared_input:
+        groups = c.groups * n
+    return _SameFormatGradient.apply(F.conv2d(x, weight, None, c.stride, c.padding, c.dilation, groups))
+
+
+def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats) -> list[Tensor]:
+    """The outputs of ReLU-Conv-BN chains (``chains[i]``: one op per edge, all alike) that all read
+    ``r = relu(x)``: per chain, its edges' outputs concatenated on channels."""
+    order = sorted(range(len(chains)), key=lambda i: -len(chains[i][0].body))  # ending chains leave last
+    active = [chains[i] for i in order]
+    width = [0] * len(active)  # channels of each active chain's block in y
+    outs: dict[int, Tensor] = {}
+    repeat: dict[int, Tensor] = {}
+    y, depth = r, 0
+    while active:
+        layers = [[op.body[depth] for op in chain] for chain in active]
+        runs: list[tuple[int, int]] = []  # consecutive chains whose layers are alike: one call each
+        for i, layer in enumerate(layers):
+            if runs and _layer_key(layer[0]) == _layer_key(layers[runs[-1][0]][0]):
+                runs[-1] = (runs[-1][0], i + 1)
+            else:
+                runs.append((i, i + 1))
+        parts = [y] if depth == 0 or len(runs) == 1 else list(y.split([sum(width[a:b]) for a, b in runs], 1))
+        results = []
+        for (a, b), part in zip(runs, parts * len(runs) if depth == 0 else parts):
+            mods = [m for layer in layers[a:b] for m in layer]
+            if type(mods[0]) is nn.ReLU:
+                results.append(F.relu(part))
+            elif type(mods[0]) is nn.BatchNorm2d:
+                results.append(stats.batch_norm(part, mods))
+            else:
+                results.append(_conv(part, mods, depth == 0, repeat))
+                width[a:b] = [m.out_channels * len(layers[i]) for i in range(a, b) for m in layers[i][:1]]
+        y = concat(results, 1)
+        depth += 1
+        ending = len(active)
+        while ending and len(active[ending - 1][0].body) == depth:
+            ending -= 1
+        if ending < len(active):  # the last blocks of y are done
+            blocks = y.split([sum(width[:ending]), *width[ending:]], 1)
+            for i, block in zip(range(ending, len(active)), blocks[1:]):
+                outs[order[i]] = block
+            y = blocks[0]
+            del active[ending:], width[ending:]
+    return [outs[i] for i in range(len(chains))]
+
+
+def _factorized_reduce(ops: Sequence[FactorizedReduce], r: Tensor, stats: _RunningStats) -> Tensor:
+    """FactorizedReduce for every edge: its 1x1 convs at offsets (0, 0) and (1, 1) of a stride-2 input
+    are the taps of one 2x2 stride-2 conv (for even heights and widths, which it needs anyway)."""
+    half = ops[0].conv_1.out_channels
+    first = _stacked([op.conv_1 for op in ops], "weight").unflatten(0, (len(ops), half))  # (edges, C/2, C_in, 1, 1)
+    second = _stacked([op.conv_2 for op in ops], "weight").unflatten(0, (len(ops), half))
+    weight = torch.cat([F.pad(first, (0, 1, 0, 1)), F.pad(second, (1, 0, 1, 0))], 1).flatten(0, 1)
+    return stats.batch_norm(F.conv2d(r, weight, stride=2), [op.bn for op in ops])
+
+
+class _SameFormatGradient(torch.autograd.Function):
+    """The identity, whose gradient is given the memory format of its input. Gradients that reach the
+    fused ops through the head's pooling come back contiguous; BN and convolution over channels-last
+    inputs run several times slower on those."""
+
+    @staticmethod
+    def forward(x: Tensor) -> Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
+        x = inputs[0]
+        ctx.channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.contiguous(memory_format=torch.channels_last) if ctx.channels_last else grad
+
+
+class _Scaled(torch.autograd.Function):
+    """``w[e] * s`` for every edge ``e``, concatenated on channels in ``s``'s memory format: the term of
+    an op whose output every edge shares. ``s`` is kept once for backward, not once per edge, and
+    the gradients keep its memory format (a broadcast's would come back contiguous, and a
+    channels-last BN or convolution is several times slower on such a gradient)."""
+
+    @staticmethod
+    def forward(s: Tensor, w: Tensor) -> Tensor:
+        n, c, h, wd = s.shape
+        if s.dim() == 4 and s.is_contiguous(memory_format=torch.channels_last) and not s.is_contiguous():
+            out = s.new_empty(n, h, wd, len(w), c).permute(0, 3, 4, 1, 2)
+        else:
+            out = s.new_empty(n, len(w), c, h, wd)
+        torch.mul(s.unsqueeze(1), w.view(1, -1, 1, 1, 1), out=out)
+        return out.flatten(1, 2)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
+        s, w = ctx.saved_tensors
+        blocks = grad.unflatten(1, (len(w), -1))
+        return _sum_blocks(blocks * w.view(1, -1, 1, 1, 1), _layout(s)), (blocks * s.unsqueeze(1)).sum((0, 2, 3, 4))
+
+
+def weighted_sums(ops: Sequence[Sequence[nn.Module]], columns: Sequence[int], x: Tensor, weights: Tensor,
+                  relu_x: Tensor | None, run_op) -> list[Tensor]:
+    """``sum_k weights[e, columns[k]] * ops[e][k](x)`` for every edge ``e``: the mixed outputs of edges
+    whose ``k``-th ops are alike. ``run_op(e, k)`` runs an op that is not fused."""
+    edges = len(ops)
+    r = F.relu(x) if relu_x is None else relu_x
+    stats = _RunningStats()
+    even = x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
+    # a term is (True, s) for a shared output s, or (False, t) with t every edge's output on consecutive channels
+    terms: list[tuple[bool, Tensor] | None] = [None] * len(columns)
+    chains: list[tuple[int, list[nn.Module]]] = []
+    for k in range(len(columns)):
+        column = [edge_ops[k] for edge_ops in ops]
+        keys = {op_key(op) for op in column}
+        key = keys.pop() if len(keys) == 1 else None
+        kind = key[0] if key is not None else None
+        if kind == "identity":
+            terms[k] = (True, x)
+        elif kind == "shared":
+            op = column[0]
+            pooled = (op if type(op) in POOLS else op[0])(x)
+            if key[2] is None:
+                terms[k] = (True, pooled)
+            else:
+                normed = stats.shared_batch_norm(pooled, [o[1] for o in column])
+                terms[k] = (normed.shape[1] == pooled.shape[1], normed)
+        elif kind == "reduce" and even:
+            terms[k] = (False, _factorized_reduce(column, r, stats))
+        elif kind == "chain":
+            chains.append((k, column))
+        else:
+            terms[k] = (False, torch.cat([run_op(e, k) for e in range(edges)], 1))
+    if chains:
+        for (k, _), out in zip(chains, _chains([column for _, column in chains], r, stats)):
+            terms[k] = (False, out)
+    stats.write()
+    channels = next(t.shape[1] if shared else t.shape[1] // edges for shared, t in terms)
+    per_channel = weights.t().repeat_interleave(channels, 1).unsqueeze(-1).unsqueeze(-1).unbind(0)  # (E*C, 1, 1)
+    per_edge = weights.t().unbind(0)
+    out = None
+    for col, (shared, term) in zip(columns, terms):
+        term = _Scaled.apply(term, per_edge[col]) if shared else per_channel[col] * term
+        out = term if out is None else out + term
+    return list(_SameFormatGradient.apply(out).split(channels, 1))

@@ -1,0 +1,238 @@
+"""Fused mixed operations (nas_darts.fused): the edges leaving a state computed together give the per-op
+path's outputs, gradients (weights and alpha, first and second order, exact Hessian-vector product
+included) and BN running statistics, to rounding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from conftest import image_task
+from nas_core import Catalog, Component, DataInfo, MixingWeights
+from nas_core.registry import Operation
+from nas_darts.architect import DartsOptions, darts_second_order
+from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace, SearchCell
+from nas_darts.edges import WeightedSumEdge
+from nas_darts.softmax import SoftmaxOptions, SoftmaxRelaxation
+
+DATA = DataInfo((3, 8, 8), 10)
+TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+
+def pair(dtype=torch.float64, data: DataInfo = DATA, **options):
+    """The same supernet twice (same seed): per-op and fused."""
+    nets = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        space = DartsCnnSpace(DartsCnnOptions(cells=3, channels=4, fused_edges=fused, **options))
+        nets.append(space.build_supernet(data).to(dtype))
+    return space, *nets
+
+
+def mixing(space, dtype, seed: int = 1) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    spec = space.arch_spec()
+    return {t: torch.randn(spec.shape(t), generator=gen, dtype=dtype).requires_grad_() for t in ("normal", "reduce")}
+
+
+def softmax(alphas: dict[str, torch.Tensor]) -> MixingWeights:
+    return MixingWeights({t: a.softmax(-1) for t, a in alphas.items()})
+
+
+def close(a: torch.Tensor, b: torch.Tensor, dtype) -> bool:
+    """Equal to ``TOLERANCE`` relative to the tensor's scale (float32 sums of hundreds of terms round)."""
+    return (a - b).abs().max().item() <= TOLERANCE[dtype] * max(1.0, a.abs().max().item())
+
+
+def forward_and_gradients(net, alphas, x):
+    out = net(x, arch_weights=softmax(alphas))
+    loss = out.square().mean()
+    inputs = [*alphas.values(), *net.parameters()]
+    grads = torch.autograd.grad(loss, inputs, allow_unused=True)  # pruned ops' weights get none
+    return out, [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_equals_per_op_forward_gradients_and_running_statistics(dtype, channels_last):
+    space, per_op, fused = pair(dtype, channels_last=channels_last)
+    alphas = mixing(space, dtype)
+    x = torch.randn(6, *DATA.input_shape, dtype=dtype, generator=torch.Generator().manual_seed(2))
+    out_a, grads_a = forward_and_gradients(per_op, alphas, x)
+    out_b, grads_b = forward_and_gradients(fused, alphas, x)
+    assert close(out_a, out_b, dtype)
+    assert len(grads_a) == len(grads_b) > 2
+    for a, b in zip(grads_a, grads_b):  # alpha (both cell types), then every weight
+        assert close(a, b, dtype)
+    buffers_a, buffers_b = dict(per_op.named_buffers()), dict(fused.named_buffers())
+    assert buffers_a.keys() == buffers_b.keys()
+    for name, buffer in buffers_a.items():  # every BN's running statistics and count moved alike
+        assert torch.equal(buffer, buffers_b[name]) or close(buffer.double(), buffers_b[name].double(), dtype), name
+    assert any(name.endswith("running_var") and not torch.all(b == 1) for name, b in buffers_b.items())
+    per_op.eval(), fused.eval()  # and the running statistics are read back per edge in eval mode
+    with torch.no_grad():
+        weights = softmax(alphas)
+        assert close(per_op(x, arch_weights=weights), fused(x, arch_weights=weights), dtype)
+
+
+class CountConvolutions(torch.overrides.TorchFunctionMode):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.calls += func is F.conv2d
+        return func(*args, **(kwargs or {}))
+
+
+def test_fused_path_is_taken_and_runs_fewer_convolutions():
+    """Not a timing: the number of convolution calls of one forward, counted, is what fusion changes."""
+    space, per_op, fused = pair()
+    weights = softmax(mixing(space, torch.float64))
+    x = torch.randn(2, *DATA.input_shape, dtype=torch.float64)
+    calls = []
+    for net in (per_op, fused):
+        with CountConvolutions() as counter:
+            net(x, arch_weights=weights)
+        calls.append(counter.calls)
+    # cells: normal, reduce, reduce; preprocessing 2, 2, 3 (FactorizedReduce after a reduction cell), the stem 1.
+    # Per op, per edge: 2 sep convs of 4 convolutions, 2 dil convs of 2, and 2 for a stride-2 skip (8 edges
+    # of a reduction cell); fused, per state (5): 4 depthwise, 1 pointwise, 2 depthwise, 1 pointwise, and
+    # one convolution for all the stride-2 skips of a state (2 states of a reduction cell)
+    assert calls[0] == 1 + (14 * 12 + 2) + (14 * 12 + 8 * 2 + 2) + (14 * 12 + 8 * 2 + 3)
+    assert calls[1] == 1 + (5 * 8 + 2) + (5 * 8 + 2 + 2) + (5 * 8 + 2 + 3)
+
+
+def optimizer(net, space, dtype, **options):
+    relax = SoftmaxRelaxation(SoftmaxOptions(init_std=0.5), spec=space.arch_spec()).to(dtype)
+    torch.manual_seed(3)
+    for alpha in relax.alphas.values():
+        alpha.data.normal_(0, 0.5)
+    return darts_second_order(DartsOptions(**options), supernet=net, relaxation=relax, task=image_task(DATA), epochs=1)
+
+
+@pytest.mark.parametrize("hvp", ["finite_difference", "exact"])
+def test_second_order_architecture_gradient_is_the_same_fused(hvp):
+    space, per_op, fused = pair()
+    gen = torch.Generator().manual_seed(4)
+    batches = [(torch.randn(8, *DATA.input_shape, generator=gen, dtype=torch.float64),
+                torch.randint(0, 10, (8,), generator=gen)) for _ in range(3)]
+    grads = []
+    for net in (per_op, fused):
+        opt = optimizer(net, space, torch.float64, hvp=hvp)
+        opt.weight_step(batches[2])  # a momentum buffer for the virtual step to use
+        _, g = opt.arch_gradient(batches[0], batches[1])
+        grads.append(g)
+    for a, b in zip(*grads):
+        assert close(a, b, torch.float64) and a.abs().sum() > 0
+
+
+def test_recomputed_fused_edges_give_the_same_gradients():
+    space, _, fused = pair()
+    torch.manual_seed(0)
+    recomputed = DartsCnnSpace(DartsCnnOptions(cells=3, channels=4, fused_edges=True, recompute_edges=True)
+                               ).build_supernet(DATA).double()
+    alphas = mixing(space, torch.float64)
+    x = torch.randn(4, *DATA.input_shape, dtype=torch.float64)
+    out_a, grads_a = forward_and_gradients(fused, alphas, x)
+    out_b, grads_b = forward_and_gradients(recomputed, alphas, x)
+    assert torch.equal(out_a, out_b)
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
+
+
+def test_hard_sampling_takes_the_per_op_path_unchanged():
+    space, per_op, fused = pair()
+    weights = softmax(mixing(space, torch.float64))
+    chosen = {"normal": tuple(i % 8 for i in range(14)), "reduce": tuple((i + 3) % 8 for i in range(14))}
+    hard = MixingWeights(dict(weights.items()), chosen=chosen)
+    x = torch.randn(2, *DATA.input_shape, dtype=torch.float64)
+    assert torch.equal(per_op(x, arch_weights=hard), fused(x, arch_weights=hard))
+
+
+def test_edges_that_compute_different_ops_are_fused_in_groups():
+    """Pruned columns differ per edge: edges computing the same ones are fused together."""
+    space, per_op, fused = pair()
+    alphas = mixing(space, torch.float64)
+    for net in (per_op, fused):
+        for cell in net.cells:
+            for row, edge in enumerate(cell.edges):
+                edge.computed = [i for i in range(len(edge.ops)) if (i + row) % 3]  # three kinds of edge
+    x = torch.randn(3, *DATA.input_shape, dtype=torch.float64)
+    for a, b in zip(forward_and_gradients(per_op, alphas, x)[1],
+                    forward_and_gradients(fused, alphas, x)[1]):
+        assert close(a, b, torch.float64)
+
+
+class Doubling(nn.Module):
+    """An op the fusion does not know: it runs per edge inside a fused group."""
+
+    def __init__(self, channels: int, stride: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 1, stride=stride, bias=True)
+
+    def forward(self, x):
+        return 2 * self.conv(x)
+
+
+@pytest.fixture
+def catalog(registries) -> Catalog:
+    return Catalog(registries.operations, registries.mixed_edges)
+
+
+def test_an_op_the_fusion_does_not_know_runs_per_edge_in_a_fused_group(catalog):
+    catalog.operations.add(Operation("doubling", "darts_cnn", lambda c, s, affine, search: Doubling(c, s), "test"))
+    ops = ("none", "max_pool_3x3", "skip_connect", "doubling", "sep_conv_3x3", "dil_conv_5x5")
+    nets = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        space = DartsCnnSpace(DartsCnnOptions(cells=3, channels=4, fused_edges=fused, ops=ops), catalog=catalog)
+        nets.append(space.build_supernet(DATA).double())
+    alphas = mixing(space, torch.float64)
+    x = torch.randn(3, *DATA.input_shape, dtype=torch.float64)
+    for a, b in zip(forward_and_gradients(nets[0], alphas, x)[1],
+                    forward_and_gradients(nets[1], alphas, x)[1]):
+        assert close(a, b, torch.float64)
+
+
+def test_a_subclass_that_changes_forward_alone_is_not_fused_past_its_forward():
+    class Halved(WeightedSumEdge):
+        def forward(self, x, weights, chosen=None, relu_x=None):
+            return super().forward(x, weights, chosen, relu_x) / 2
+
+    edges = [Halved(None, ops=("none", "skip_connect", "avg_pool_3x3"), channels=4, stride=1, zero=frozenset({"none"}),
+                    make_op=lambda name, c: nn.Identity() if name == "skip_connect" else nn.AvgPool2d(3, 1, 1))
+             for _ in range(2)]
+    x, weights = torch.randn(2, 4, 6, 6), torch.rand(2, 3)
+    outs = Halved.forward_group(edges, x, weights, relu_x=F.relu(x))
+    for edge, w, out in zip(edges, weights, outs):
+        assert torch.equal(out, edge(x, w))
+
+
+@pytest.mark.parametrize("edge", [{"name": "darts_minus"}, {"name": "partial_channels", "k": 2},
+                                  {"name": "pdarts", "skip_dropout": 0.0}])
+def test_other_edge_kinds_give_the_same_result_with_fusion_on(edge, catalog):
+    entry = catalog.mixed_edges.get(edge["name"])
+    component = Component(edge["name"], entry.options(**{k: v for k, v in edge.items() if k != "name"}))
+    nets = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        space = DartsCnnSpace(DartsCnnOptions(cells=3, channels=8, fused_edges=fused, edge=component),
+                              catalog=catalog)
+        nets.append(space.build_supernet(DATA).double())
+    alphas = mixing(space, torch.float64)
+    x = torch.randn(3, *DATA.input_shape, dtype=torch.float64)
+    out_a, grads_a = forward_and_gradients(nets[0], alphas, x)
+    out_b, grads_b = forward_and_gradients(nets[1], alphas, x)
+    assert close(out_a, out_b, torch.float64)
+    for a, b in zip(grads_a, grads_b):
+        assert close(a, b, torch.float64)
+
+
+def test_cells_keep_their_state_dict_keys():
+    """Checkpoints of either path load into the other: fusion adds no saved state."""
+    _, per_op, fused = pair()
+    assert per_op.state_dict().keys() == fused.state_dict().keys()
+    fused.load_state_dict(per_op.state_dict())
+    assert isinstance(fused.cells[0], SearchCell)
