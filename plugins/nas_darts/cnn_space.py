@@ -123,16 +123,17 @@ class EdgeGroup(nn.Module):
 
 # Elements of a cell's input up to which fusion is the default on CPU (docs/performance.md): on 2
 # cores the demo's cells (32 768: 64 x 8 x 8 x 8) ran faster fused, the paper config's (1 M: 64 x 16
-# x 32 x 32) slower, its convolutions being compute-bound there
+# x 32 x 32) slower, its convolutions being compute-bound there. Not yet the default on GPUs, where
+# it is built to win (a step there is bound by kernel launches) but no GPU has measured it yet:
+# benchmarks/gpu_check.sh is the check that would make it one.
 FUSE_ON_CPU_UP_TO = 1 << 17
 
 
 def fuse_edges(option: bool | None, x: Tensor) -> bool:
-    """Whether a cell fuses its edges: ``space.fused_edges``, or when None, on any accelerator (where
-    a step is bound by the number of kernels launched) and on CPU for small inputs."""
+    """Whether a cell fuses its edges: ``space.fused_edges``, or when None, on CPU for small inputs."""
     if option is not None:
         return option
-    return x.device.type != "cpu" or x.numel() <= FUSE_ON_CPU_UP_TO
+    return x.device.type == "cpu" and x.numel() <= FUSE_ON_CPU_UP_TO
 
 
 class _Stack(nn.Module):

@@ -236,3 +236,12 @@ def test_cells_keep_their_state_dict_keys():
     assert per_op.state_dict().keys() == fused.state_dict().keys()
     fused.load_state_dict(per_op.state_dict())
     assert isinstance(fused.cells[0], SearchCell)
+
+
+def test_the_default_fuses_small_cells_on_cpu_only():
+    from nas_darts.cnn_space import FUSE_ON_CPU_UP_TO, fuse_edges
+
+    small, large = torch.empty(FUSE_ON_CPU_UP_TO), torch.empty(FUSE_ON_CPU_UP_TO + 1)
+    assert fuse_edges(None, small) and not fuse_edges(None, large)
+    assert not fuse_edges(None, torch.empty(8, device="meta"))  # not measured on an accelerator yet
+    assert fuse_edges(True, large) and not fuse_edges(False, small)
