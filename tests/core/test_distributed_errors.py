@@ -47,7 +47,7 @@ BAD = [
 
 
 #: in the default suite; the others (each a torchrun job of its own) run with -m slow
-FAST = ("bad option", "batch does not split", "one rank alone")
+FAST = ("bad option", "one rank alone")
 
 
 @pytest.mark.parametrize("options, args, line", [pytest.param(*b[1:], marks=() if b[0] in FAST else pytest.mark.slow)

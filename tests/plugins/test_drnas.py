@@ -298,6 +298,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, args, message):
     assert err.startswith(f"nas: error: {message}"), err
 
 
+@pytest.mark.slow  # moved out of the default suite to keep it under 10 minutes (issue 20)
 def test_a_tiny_two_stage_search_end_to_end(tmp_path):
     """Stage 1 trains alpha in its second epoch; stage 2 keeps it frozen, so its alphas are stage 1's
     with the pruned entries at 0, exactly."""

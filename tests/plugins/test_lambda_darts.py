@@ -303,6 +303,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, args, message):
     assert err.startswith("nas: error: ") and message in err, err
 
 
+@pytest.mark.slow  # moved out of the default suite to keep it under 10 minutes (issue 20)
 def test_a_tiny_search_end_to_end(tmp_path):
     out = tmp_path / "run"
     assert cli.main(["run", "--preset", "lambda_darts_demo", *TINY, "--set", "space.cells=5",

@@ -250,6 +250,7 @@ class StopAsEpochThreeStarts:
 FORCED = ["--set", "optimizer.frequency=2", "--set", "optimizer.score=clean", "--set", "optimizer.threshold=0.05"]
 
 
+@pytest.mark.slow  # moved out of the default suite to keep it under 10 minutes (issue 20)
 def test_an_interrupted_search_resumes_bit_identically_with_its_frozen_ops(tmp_path):
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     args = ["run", "--preset", "oles_demo", *TINY, *FORCED, "--set", "search.epochs=3"]

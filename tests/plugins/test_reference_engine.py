@@ -73,6 +73,7 @@ def test_recompute_engine_matches_the_reference_too():
     assert rel(g_ours, [a.grad for a in ref.alphas]) < 1e-5
 
 
+@pytest.mark.slow  # moved out of the default suite to keep it under 10 minutes (issue 20)
 def test_the_exact_hvp_double_backward_passes_through_recomputed_edges():
     """Activation checkpointing recomputes each edge in the first backward; the exact product's second
     backward must still see the whole graph: the same gradient as keeping the activations."""

@@ -100,6 +100,7 @@ def test_one_search_gets_every_section_in_its_run_directory(runs, capsys):
         assert "not recorded in this run" in section(page, "alphas")
 
 
+@pytest.mark.slow  # moved out of the default suite to keep it under 10 minutes (issue 20)
 def test_several_runs_overlay_one_colour_each(runs, tmp_path, monkeypatch, capsys):
     drawn = {}
     line_png = report.line_png
@@ -125,6 +126,7 @@ def test_several_runs_overlay_one_colour_each(runs, tmp_path, monkeypatch, capsy
     assert "a training&#x27;s cell is fixed" not in page  # the search has its genotype table
 
 
+@pytest.mark.slow  # moved out of the default suite to keep it under 10 minutes (issue 20)
 def test_alpha_curves_one_plot_per_edge_and_final_heatmaps(runs, tmp_path):
     run = copy_run(runs[0], tmp_path / "search")
     last = add_alpha_events(run)

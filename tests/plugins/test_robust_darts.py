@@ -197,6 +197,7 @@ def test_bad_input_is_one_line(tmp_path, capsys, args, message):
     assert not out.exists()  # every check comes before anything is written
 
 
+@pytest.mark.slow  # moved out of the default suite to keep it under 10 minutes (issue 20)
 def test_any_search_that_asks_logs_the_eigenvalue_without_stopping(tmp_path, tensorboard_on):
     """DARTS's own search (topk, no early stop) with robust_darts.every=1: a reading each epoch, in the
     epoch metrics and TensorBoard; the run is not stopped and its result is the last epoch's cell."""
