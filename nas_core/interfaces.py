@@ -224,8 +224,8 @@ class MixedEdge(nn.Module, ABC):
     def forward_group(cls, edges: Sequence[MixedEdge], x: Tensor, weights: Tensor, **inputs: Any) -> list[Tensor]:
         """The outputs of ``edges`` (all of this kind) that all read ``x``, with ``weights`` their rows
         of mixing weights stacked and ``inputs`` the rest of ``forward``'s. A space may call this
-        instead of each edge's ``forward`` (``darts_cnn`` does for the edges leaving one state, unless
-        ``space.fused_edges`` is false) so that a kind can compute them together: ``weighted_sum``
+        instead of each edge's ``forward`` (``darts_cnn`` does for the edges leaving one state where
+        ``space.fused_edges`` fuses) so that a kind can compute them together: ``weighted_sum``
         fuses its ops across the edges. This default calls each edge."""
         return [edge(x, w, **inputs) for edge, w in zip(edges, weights)]
 
