@@ -261,7 +261,7 @@ class _SameFormatGradient(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
         x = inputs[0]
-        ctx.channels_last = x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        ctx.channels_last = _layout(x)[1] == torch.channels_last
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> Tensor:
@@ -277,7 +277,7 @@ class _Scaled(torch.autograd.Function):
     @staticmethod
     def forward(s: Tensor, w: Tensor) -> Tensor:
         n, c, h, wd = s.shape
-        if s.dim() == 4 and s.is_contiguous(memory_format=torch.channels_last) and not s.is_contiguous():
+        if _layout(s)[1] == torch.channels_last:
             out = s.new_empty(n, h, wd, len(w), c).permute(0, 3, 4, 1, 2)
         else:
             out = s.new_empty(n, len(w), c, h, wd)
