@@ -28,15 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nas_darts.layers import DilatedConv2d, MaxPool2d, conv2d, normalize
 from nas_darts.ops import FactorizedReduce, PreActivated
 
-POOLS = (nn.MaxPool2d, nn.AvgPool2d)
+POOLS = (nn.MaxPool2d, MaxPool2d, nn.AvgPool2d)
 
 
 def _conv_key(m: nn.Module) -> tuple | None:
-    if type(m) is not nn.Conv2d or m.bias is not None or m.padding_mode != "zeros":
+    if type(m) not in (nn.Conv2d, DilatedConv2d) or m.bias is not None or m.padding_mode != "zeros":
         return None
-    return ("conv", m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups)
+    return ("conv", type(m), m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups)
 
 
 def _bn_key(m: nn.Module | None) -> tuple | None:
@@ -86,11 +87,16 @@ class _RunningStats:
         weight = concat([b.weight for b in bns]) if bn.affine else None
         bias = concat([b.bias for b in bns]) if bn.affine else None
         if not bn.track_running_stats:
-            return F.batch_norm(y, None, None, weight, bias, True, 0.0, bn.eps)
+            return normalize(y, None, None, 0.0, bn.eps) if weight is None else \
+                F.batch_norm(y, None, None, weight, bias, True, 0.0, bn.eps)
         running = [*(b.running_mean for b in bns), *(b.running_var for b in bns)]
-        both = torch.cat(running)  # F.batch_norm updates its two halves in place
+        both = torch.cat(running)  # batch norm updates its two halves in place
         mean, var = both.chunk(2)
-        out = _SameFormatGradient.apply(F.batch_norm(y, mean, var, weight, bias, bn.training, bn.momentum, bn.eps))
+        if bn.training and weight is None:
+            out = normalize(y, mean, var, bn.momentum, bn.eps)
+        else:
+            out = F.batch_norm(y, mean, var, weight, bias, bn.training, bn.momentum, bn.eps)
+        out = _SameFormatGradient.apply(out)
         if bn.training:
             self.dst += running
             self.src += both.split([t.shape[0] for t in running])
@@ -104,7 +110,7 @@ class _RunningStats:
         if not bn.training and bn.track_running_stats:
             return F.batch_norm(_Repeat.apply(y, len(bns)), torch.cat([b.running_mean for b in bns]),
                                 torch.cat([b.running_var for b in bns]), None, None, False, 0.0, bn.eps)
-        out = F.batch_norm(y, None, None, None, None, True, 0.0, bn.eps)
+        out = normalize(y, None, None, 0.0, bn.eps)
         if bn.track_running_stats:
             with torch.no_grad():
                 var, mean = torch.var_mean(y, dim=(0, 2, 3), correction=1)
@@ -194,7 +200,11 @@ def _conv(x: Tensor, convs: Sequence[nn.Conv2d], shared_input: bool, repeat: dic
         x, groups = repeat[n], c.groups * n
     elif not shared_input:
         groups = c.groups * n
-    return _SameFormatGradient.apply(F.conv2d(x, weight, None, c.stride, c.padding, c.dilation, groups))
+    if c.training:
+        y = conv2d(x, weight, c.stride, c.padding, c.dilation, groups)
+    else:  # as DilatedConv2d: torch's own in eval mode
+        y = F.conv2d(x, weight, None, c.stride, c.padding, c.dilation, groups)
+    return _SameFormatGradient.apply(y)
 
 
 def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats) -> list[Tensor]:
@@ -220,7 +230,7 @@ def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats) -
             mods = [m for layer in layers[a:b] for m in layer]
             if type(mods[0]) is nn.ReLU:
                 results.append(F.relu(part))
-            elif type(mods[0]) is nn.BatchNorm2d:
+            elif isinstance(mods[0], nn.BatchNorm2d):
                 results.append(stats.batch_norm(part, mods))
             else:
                 results.append(_conv(part, mods, depth == 0, repeat))

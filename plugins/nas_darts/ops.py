@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nas_darts.layers import DilatedConv2d, MaxPool2d
+
 
 class PreActivated(nn.Module):
     """``body(relu(x))``; callers that already hold ``relu(x)`` call ``body`` directly."""
@@ -33,8 +35,9 @@ def relu_conv_bn(c_in: int, c_out: int, kernel: int, stride: int, padding: int, 
 
 def _dw_pw(c_in: int, c_out: int, kernel: int, stride: int, dilation: int, affine: bool) -> list[nn.Module]:
     padding = dilation * (kernel - 1) // 2
+    depthwise = DilatedConv2d if dilation > 1 else nn.Conv2d
     return [
-        nn.Conv2d(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation, groups=c_in, bias=False),
+        depthwise(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation, groups=c_in, bias=False),
         nn.Conv2d(c_in, c_out, 1, bias=False),
         nn.BatchNorm2d(c_out, affine=affine),
     ]
@@ -79,7 +82,7 @@ class FactorizedReduce(nn.Module):
 
 
 def pool(kind: str, c: int, stride: int, with_bn: bool) -> nn.Module:
-    layer: nn.Module = (nn.MaxPool2d(3, stride=stride, padding=1) if kind == "max"
+    layer: nn.Module = (MaxPool2d(3, stride=stride, padding=1) if kind == "max"
                         else nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False))
     # search cells follow pooling by an affine-free BN so its scale matches the conv ops
     return nn.Sequential(layer, nn.BatchNorm2d(c, affine=False)) if with_bn else layer

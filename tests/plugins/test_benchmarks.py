@@ -40,6 +40,14 @@ def test_search_step_profile_counts_operator_calls(tmp_path):
     assert "operator calls per step" in proc.stdout
 
 
+def test_dilated_conv_benchmark_runs():
+    proc = subprocess.run([sys.executable, "benchmarks/dilated_conv.py", "--batch", "2", "--shapes", "4x4",
+                           "--repeats", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split() for line in proc.stdout.splitlines()[2:]]
+    assert [(r[2], r[3]) for r in rows] == [("3", "1"), ("3", "2"), ("5", "1"), ("5", "2")]
+
+
 @pytest.mark.slow  # a benchmark's smoke run, like search_step's and method_step's
 def test_hvp_error_benchmark_smoke(tmp_path):
     out = tmp_path / "hvp.json"

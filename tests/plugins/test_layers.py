@@ -1,0 +1,149 @@
+"""nas_darts.layers against torch's own layers: the same outputs, gradients (first and second order),
+running statistics; and the memory they claim to save, counted in what autograd keeps."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nas_darts.layers import DilatedConv2d, MaxPool2d, normalize, spread, spreads
+from nas_darts.ops import make_op
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def test_spread_places_each_tap_dilation_apart():
+    w = torch.arange(1.0, 5.0).view(1, 1, 2, 2)
+    assert spread(w, (2, 3)).squeeze().tolist() == [[1, 0, 0, 2], [0, 0, 0, 0], [3, 0, 0, 4]]
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [2, 4, 8, 10])
+@pytest.mark.parametrize("memory_format", ["channels_last", "contiguous"])
+def test_dilated_conv_equals_torchs(kernel, stride, size, memory_format):
+    torch.manual_seed(0)
+    ours = DilatedConv2d(6, 6, kernel, stride=stride, padding=kernel - 1, dilation=2, groups=6, bias=False).double()
+    theirs = nn.Conv2d(6, 6, kernel, stride=stride, padding=kernel - 1, dilation=2, groups=6, bias=False).double()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 6, size, size, dtype=torch.float64)
+    x = channels_last(x) if memory_format == "channels_last" else x
+    assert spreads(x, (stride, stride), 6) == (memory_format == "channels_last" and (stride == 2 or size <= 8))
+    g = torch.randn_like(theirs(x), memory_format=torch.contiguous_format)
+    results = []
+    for conv in (ours, theirs):
+        xi = x.detach().requires_grad_()
+        y = conv(xi)
+        gx, gw = torch.autograd.grad(y, (xi, conv.weight), g, create_graph=True)
+        # second order: the gradient of <gx, v> + <gw, u> (an exact Hessian-vector product goes through it)
+        v, u = torch.ones_like(gx), torch.full_like(gw, 0.5)
+        ggx, ggw = torch.autograd.grad((gx * v).sum() + (gw * u).sum(), (xi, conv.weight), allow_unused=True,
+                                       materialize_grads=True)
+        results.append((y, gx, gw, ggx, ggw))
+    for a, b in zip(*results):
+        assert a.shape == b.shape
+        assert (a - b).abs().max().item() < 1e-12
+
+
+def test_dilated_conv_ops_use_it_in_search_and_evaluation():
+    for search in (True, False):
+        op = make_op("dil_conv_5x5", 4, 2, affine=not search, search=search)
+        assert type(op.body[0]) is DilatedConv2d and op.body[0].dilation == (2, 2)
+        assert type(make_op("sep_conv_3x3", 4, 1, affine=True, search=search).body[0]) is nn.Conv2d
+
+
+def test_the_spread_path_is_taken_where_the_rule_says(monkeypatch):
+    conv = DilatedConv2d(4, 4, 3, stride=2, padding=2, dilation=2, groups=4, bias=False)
+    x = channels_last(torch.randn(2, 4, 8, 8))
+    calls = []
+    original = F.conv2d
+
+    def spy(input, weight, *args):
+        calls.append(tuple(weight.shape[-2:]))
+        return original(input, weight, *args)
+
+    monkeypatch.setattr(F, "conv2d", spy)
+    conv(x)
+    conv(x.contiguous())
+    with torch.no_grad():
+        conv(x)
+    conv.eval()
+    conv(x)
+    # channels-last: spread to 5x5; contiguous, no grad, eval mode (counts of multiply-adds): torch's 3x3
+    assert calls == [(5, 5), (3, 3), (3, 3), (3, 3)]
+
+
+def saved_bytes(fn, *inputs: torch.Tensor) -> int:
+    """Bytes of the distinct storages of activations (over 1 KiB: not per-channel statistics) autograd
+    keeps for backward while ``fn(*inputs)`` is alive."""
+    storages = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().nbytes() > 1024:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*inputs)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("running", [True, False])
+@pytest.mark.parametrize("memory_format", ["channels_last", "contiguous"])
+def test_normalize_equals_torchs_batch_norm(running, memory_format):
+    torch.manual_seed(0)
+    x = torch.randn(4, 5, 3, 3, dtype=torch.float64) * 3 + 1
+    x = channels_last(x) if memory_format == "channels_last" else x
+    g = torch.randn(4, 5, 3, 3, dtype=torch.float64)
+    results = []
+    for fn in (normalize, lambda x, m, v, momentum, eps: F.batch_norm(x, m, v, None, None, True, momentum, eps)):
+        stats = (torch.zeros(5, dtype=torch.float64), torch.ones(5, dtype=torch.float64)) if running else (None, None)
+        for _ in range(2):  # running statistics over two batches
+            xi = x.detach().requires_grad_()
+            y = fn(xi, *stats, 0.1, 1e-5)
+            gx, = torch.autograd.grad(y, xi, g, create_graph=True)
+            ggx, = torch.autograd.grad((gx * gx).sum(), xi)
+        results.append((y, gx, ggx, *(stats if running else ())))
+    for a, b in zip(*results):
+        assert (a - b).abs().max().item() < 1e-12
+
+
+def test_normalize_passes_gradcheck_first_and_second_order():
+    x = torch.randn(3, 2, 2, 2, dtype=torch.float64, requires_grad=True)
+    fn = lambda x: normalize(x, None, None, 0.0, 1e-5)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (x,))
+    assert torch.autograd.gradgradcheck(fn, (x,))
+
+
+def test_normalize_keeps_its_output_not_its_input():
+    """An edge's ``w * bn(x)`` with alpha's weight ``w`` requiring grad: torch's BN keeps ``x`` and the
+    product keeps ``y``; ours keeps ``y`` alone, for both."""
+    x = torch.randn(8, 4, 16, 16, requires_grad=True)
+    w = torch.tensor(0.3, requires_grad=True)
+    theirs = saved_bytes(lambda x: w * F.batch_norm(x, None, None, training=True), x)
+    ours = saved_bytes(lambda x: w * normalize(x, None, None, 0.0, 1e-5), x)
+    assert ours == x.numel() * 4 and theirs == 2 * ours
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("memory_format", ["channels_last", "contiguous"])
+def test_max_pool_equals_torchs_and_keeps_no_indices(stride, memory_format):
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    x = channels_last(x) if memory_format == "channels_last" else x
+    results = []
+    for pool in (MaxPool2d(3, stride, 1), nn.MaxPool2d(3, stride, 1)):
+        xi = x.detach().requires_grad_()
+        y = pool(xi)
+        g = torch.arange(y.numel(), dtype=torch.float64).view_as(y).requires_grad_()
+        gx, = torch.autograd.grad(y, xi, g, create_graph=True)
+        gg, = torch.autograd.grad((gx * torch.linspace(-1, 1, gx.numel(), dtype=torch.float64).view_as(gx)).sum(), g)
+        results.append((y, gx, gg))
+    for a, b in zip(*results):
+        assert torch.equal(a, b)
+    theirs = saved_bytes(nn.MaxPool2d(3, stride, 1), x.requires_grad_())
+    assert saved_bytes(MaxPool2d(3, stride, 1), x) == x.numel() * 8 < theirs  # the input alone
