@@ -37,8 +37,8 @@ def spreads(x: Tensor, stride: Pair, groups: int) -> bool:
     maps at stride 1 the spread 5x5 kernel (9x9) is slower. Exact: a zero tap adds zero. Only where
     a backward can follow (grad enabled): the forward alone gains little, and a count of the
     architecture's multiply-adds (eval mode, no_grad) should see the dilated kernel."""
-    return (torch.is_grad_enabled() and x.device.type == "cpu" and groups == x.shape[1] > 1 and x.dim() == 4 and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last)
+    return (torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 4 and groups == x.shape[1] > 1
+            and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
             and (max(stride) > 1 or x.shape[-1] * x.shape[-2] <= 64))
 
 
