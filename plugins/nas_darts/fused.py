@@ -200,11 +200,7 @@ def _conv(x: Tensor, convs: Sequence[nn.Conv2d], shared_input: bool, repeat: dic
         x, groups = repeat[n], c.groups * n
     elif not shared_input:
         groups = c.groups * n
-    if c.training:
-        y = conv2d(x, weight, c.stride, c.padding, c.dilation, groups)
-    else:  # as DilatedConv2d: torch's own in eval mode
-        y = F.conv2d(x, weight, None, c.stride, c.padding, c.dilation, groups)
-    return _SameFormatGradient.apply(y)
+    return _SameFormatGradient.apply(conv2d(x, weight, c.stride, c.padding, c.dilation, groups, c.training))
 
 
 def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats) -> list[Tensor]:

@@ -30,33 +30,35 @@ def spread(weight: Tensor, dilation: Pair) -> Tensor:
     return out
 
 
-def spreads(x: Tensor, stride: Pair, groups: int) -> bool:
+def spreads(x: Tensor, stride: Pair, groups: int, training: bool) -> bool:
     """Whether a dilated depthwise conv over ``x`` runs faster with its kernel spread. Measured on CPU
     (docs/performance.md): oneDNN's dilated depthwise conv over channels-last input takes 3-8x the
     time of the spread one, forward and backward, at stride 2 and on maps of up to 8x8; on larger
-    maps at stride 1 the spread 5x5 kernel (9x9) is slower. Exact: a zero tap adds zero. Only where
-    a backward can follow (grad enabled): the forward alone gains little, and a count of the
-    architecture's multiply-adds (eval mode, no_grad) should see the dilated kernel."""
-    return (torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 4 and groups == x.shape[1] > 1
-            and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    maps at stride 1 the spread 5x5 kernel (9x9) is slower. Exact: a zero tap adds zero. Only in
+    training passes (``training``, grad enabled), where a backward follows: the forward alone gains
+    little, and a count of the architecture's multiply-adds (eval mode or no_grad) should see the
+    dilated kernel."""
+    return (training and torch.is_grad_enabled() and x.device.type == "cpu"
+            and x.dim() == 4 and groups == x.shape[1] > 1 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
             and (max(stride) > 1 or x.shape[-1] * x.shape[-2] <= 64))
 
 
-def conv2d(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int) -> Tensor:
-    """``F.conv2d`` without bias, dilated depthwise convs by the faster of two exact ways."""
-    if max(dilation) > 1 and spreads(x, stride, groups):
+def conv2d(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int,
+           training: bool) -> Tensor:
+    """``F.conv2d`` without bias, dilated depthwise convs by the faster of two exact ways
+    (:func:`spreads`; ``training``: the calling module's mode)."""
+    if max(dilation) > 1 and spreads(x, stride, groups, training):
         return F.conv2d(x, spread(weight, dilation), None, stride, padding, 1, groups)
     return F.conv2d(x, weight, None, stride, padding, dilation, groups)
 
 
 class DilatedConv2d(nn.Conv2d):
-    """A bias-free dilated conv that runs through :func:`conv2d` in training mode (torch's in eval
-    mode, which counts of multiply-adds measure); parameters as ``nn.Conv2d``'s."""
+    """A bias-free dilated conv that runs through :func:`conv2d`; parameters as ``nn.Conv2d``'s."""
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        if bias is not None or self.padding_mode != "zeros" or isinstance(self.padding, str) or not self.training:
+        if bias is not None or self.padding_mode != "zeros" or isinstance(self.padding, str):
             return super()._conv_forward(input, weight, bias)
-        return conv2d(input, weight, self.stride, self.padding, self.dilation, self.groups)
+        return conv2d(input, weight, self.stride, self.padding, self.dilation, self.groups, self.training)
 
 
 class _OutputSavingBatchNorm(torch.autograd.Function):
