@@ -72,6 +72,15 @@ def op_key(op: nn.Module) -> tuple | None:
     return None
 
 
+def _batch_norm(y: Tensor, mean: Tensor | None, var: Tensor | None, weight: Tensor | None, bias: Tensor | None,
+                training: bool, momentum: float, eps: float) -> Tensor:
+    """``F.batch_norm``; affine-free from batch statistics through ``normalize``, which keeps its
+    output for backward (the weighted sum keeps it too) instead of its input."""
+    if weight is None and (training or mean is None):
+        return normalize(y, mean, var, momentum, eps)
+    return F.batch_norm(y, mean, var, weight, bias, training, momentum, eps)
+
+
 class _RunningStats:
     """The running-statistics updates of one fused group's BNs, written back together at the end."""
 
@@ -87,16 +96,11 @@ class _RunningStats:
         weight = concat([b.weight for b in bns]) if bn.affine else None
         bias = concat([b.bias for b in bns]) if bn.affine else None
         if not bn.track_running_stats:
-            return normalize(y, None, None, 0.0, bn.eps) if weight is None else \
-                F.batch_norm(y, None, None, weight, bias, True, 0.0, bn.eps)
+            return _batch_norm(y, None, None, weight, bias, True, 0.0, bn.eps)
         running = [*(b.running_mean for b in bns), *(b.running_var for b in bns)]
         both = torch.cat(running)  # batch norm updates its two halves in place
         mean, var = both.chunk(2)
-        if bn.training and weight is None:
-            out = normalize(y, mean, var, bn.momentum, bn.eps)
-        else:
-            out = F.batch_norm(y, mean, var, weight, bias, bn.training, bn.momentum, bn.eps)
-        out = _SameFormatGradient.apply(out)
+        out = _SameFormatGradient.apply(_batch_norm(y, mean, var, weight, bias, bn.training, bn.momentum, bn.eps))
         if bn.training:
             self.dst += running
             self.src += both.split([t.shape[0] for t in running])
@@ -338,8 +342,9 @@ def weighted_sums(ops: Sequence[Sequence[nn.Module]], columns: Sequence[int], x:
             terms[k] = (False, out)
     stats.write()
     channels = next(t.shape[1] if shared else t.shape[1] // edges for shared, t in terms)
-    per_channel = weights.t().repeat_interleave(channels, 1).unsqueeze(-1).unsqueeze(-1).unbind(0)  # (E*C, 1, 1)
-    per_edge = weights.t().unbind(0)
+    by_column = weights.t()
+    per_channel = by_column.repeat_interleave(channels, 1).unsqueeze(-1).unsqueeze(-1).unbind(0)  # (E*C, 1, 1)
+    per_edge = by_column.unbind(0)
     out = None
     for col, (shared, term) in zip(columns, terms):
         term = _Scaled.apply(term, per_edge[col]) if shared else per_channel[col] * term

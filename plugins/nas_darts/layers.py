@@ -39,7 +39,8 @@ def spreads(x: Tensor, stride: Pair, groups: int, training: bool) -> bool:
     little, and a count of the architecture's multiply-adds (eval mode or no_grad) should see the
     dilated kernel."""
     return (training and torch.is_grad_enabled() and x.device.type == "cpu"
-            and x.dim() == 4 and groups == x.shape[1] > 1 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+            and x.dim() == 4 and groups == x.shape[1] > 1
+            and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
             and (max(stride) > 1 or x.shape[-1] * x.shape[-2] <= 64))
 
 
