@@ -100,7 +100,7 @@ class _RunningStats:
         running = [*(b.running_mean for b in bns), *(b.running_var for b in bns)]
         both = torch.cat(running)  # batch norm updates its two halves in place
         mean, var = both.chunk(2)
-        out = _SameFormatGradient.apply(_batch_norm(y, mean, var, weight, bias, bn.training, bn.momentum, bn.eps))
+        out = _batch_norm(y, mean, var, weight, bias, bn.training, bn.momentum, bn.eps)
         if bn.training:
             self.dst += running
             self.src += both.split([t.shape[0] for t in running])
@@ -146,10 +146,14 @@ class _Concat(torch.autograd.Function):
     def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
         ctx.dim = inputs[0]
         ctx.sizes = [t.shape[ctx.dim] for t in inputs[1:]]
+        ctx.channels_last = ctx.dim == 1 and _layout(output)[1] == torch.channels_last
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple:
-        return None, *grad.split(ctx.sizes, ctx.dim)  # differentiable: double backward (hvp: exact) goes through it
+        parts = grad.split(ctx.sizes, ctx.dim)  # differentiable: double backward (hvp: exact) goes through it
+        if ctx.channels_last:  # channel slices of a channels-last gradient: copied whole for the layers they reach
+            parts = [p.contiguous(memory_format=torch.channels_last) for p in parts]
+        return None, *parts
 
 
 def _layout(x: Tensor) -> tuple[torch.Size, torch.memory_format]:
@@ -204,7 +208,7 @@ def _conv(x: Tensor, convs: Sequence[nn.Conv2d], shared_input: bool, repeat: dic
         x, groups = repeat[n], c.groups * n
     elif not shared_input:
         groups = c.groups * n
-    return _SameFormatGradient.apply(conv2d(x, weight, c.stride, c.padding, c.dilation, groups, c.training))
+    return conv2d(x, weight, c.stride, c.padding, c.dilation, groups, c.training)
 
 
 def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats) -> list[Tensor]:
@@ -241,8 +245,8 @@ def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats) -
         while ending and len(active[ending - 1][0].body) == depth:
             ending -= 1
         if ending < len(active):  # the last blocks of y are done
-            blocks = y.split([sum(width[:ending]), *width[ending:]], 1)
-            for i, block in zip(range(ending, len(active)), blocks[1:]):
+            blocks = y.split(width, 1) if ending == 0 else y.split([sum(width[:ending]), *width[ending:]], 1)
+            for i, block in zip(range(ending, len(active)), blocks[len(blocks) - len(active) + ending:]):
                 outs[order[i]] = block
             y = blocks[0]
             del active[ending:], width[ending:]
@@ -259,50 +263,61 @@ def _factorized_reduce(ops: Sequence[FactorizedReduce], r: Tensor, stats: _Runni
     return stats.batch_norm(F.conv2d(r, weight, stride=2), [op.bn for op in ops])
 
 
-class _SameFormatGradient(torch.autograd.Function):
-    """The identity, whose gradient is given the memory format of its input. Gradients that reach the
-    fused ops through the head's pooling come back contiguous; BN and convolution over channels-last
-    inputs run several times slower on those."""
+class _MixedSum(torch.autograd.Function):
+    """``out[:, e] = sum_k weights[e, columns[k]] * terms[k][:, e]`` for every edge ``e`` (channel blocks
+    of ``out``), where a shared term (``shared[k]``) is one output for every edge. One function so
+    that the sum is a multiply-add per term, in place, not an autograd node per product and sum, and
+    so that its gradients come back in the terms' memory format (the head's pooling hands back
+    contiguous ones, on which a channels-last convolution or BN runs several times slower). It keeps
+    each term once for backward, as the products would."""
 
     @staticmethod
-    def forward(x: Tensor) -> Tensor:
-        return x.view_as(x)
-
-    @staticmethod
-    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
-        x = inputs[0]
-        ctx.channels_last = _layout(x)[1] == torch.channels_last
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:
-        return grad.contiguous(memory_format=torch.channels_last) if ctx.channels_last else grad
-
-
-class _Scaled(torch.autograd.Function):
-    """``w[e] * s`` for every edge ``e``, concatenated on channels in ``s``'s memory format: the term of
-    an op whose output every edge shares. ``s`` is kept once for backward, not once per edge, and
-    the gradients keep its memory format (a broadcast's would come back contiguous, and a
-    channels-last BN or convolution is several times slower on such a gradient)."""
-
-    @staticmethod
-    def forward(s: Tensor, w: Tensor) -> Tensor:
-        n, c, h, wd = s.shape
-        if _layout(s)[1] == torch.channels_last:
-            out = s.new_empty(n, h, wd, len(w), c).permute(0, 3, 4, 1, 2)
+    def forward(weights: Tensor, columns: tuple[int, ...], shared: tuple[bool, ...], memory_format: torch.memory_format,
+                *terms: Tensor) -> Tensor:
+        edges = weights.shape[0]
+        scale = weights.t().reshape(weights.shape[1], 1, edges, 1, 1, 1).unbind(0)
+        like = terms[0]
+        n, c, h, w = like.shape
+        c = c if shared[0] else c // edges
+        dtype = torch.promote_types(weights.dtype, like.dtype)
+        if memory_format == torch.channels_last:
+            out = like.new_empty(n, h, w, edges, c, dtype=dtype).permute(0, 3, 4, 1, 2)
         else:
-            out = s.new_empty(n, len(w), c, h, wd)
-        torch.mul(s.unsqueeze(1), w.view(1, -1, 1, 1, 1), out=out)
+            out = like.new_empty(n, edges, c, h, w, dtype=dtype)
+        for k, (col, term) in enumerate(zip(columns, terms)):
+            term = term.unsqueeze(1) if shared[k] else term.unflatten(1, (edges, c))
+            if k == 0:
+                torch.mul(term, scale[col], out=out)
+            else:
+                out.addcmul_(term, scale[col])
         return out.flatten(1, 2)
 
     @staticmethod
     def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
-        ctx.save_for_backward(*inputs)
+        weights, ctx.columns, ctx.shared, ctx.memory_format, *terms = inputs
+        ctx.save_for_backward(weights, *terms)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
-        s, w = ctx.saved_tensors
-        blocks = grad.unflatten(1, (len(w), -1))
-        return _sum_blocks(blocks * w.view(1, -1, 1, 1, 1), _layout(s)), (blocks * s.unsqueeze(1)).sum((0, 2, 3, 4))
+    def backward(ctx, grad: Tensor) -> tuple:
+        weights, *terms = ctx.saved_tensors
+        edges, width = weights.shape
+        if not grad.is_contiguous(memory_format=ctx.memory_format):
+            grad = grad.contiguous(memory_format=ctx.memory_format)
+        blocks = grad.unflatten(1, (edges, -1))
+        scale = weights.t().reshape(width, 1, edges, 1, 1, 1).unbind(0)
+        per_column: list[Tensor | None] = [None] * width
+        grads = []
+        for col, shared, term in zip(ctx.columns, ctx.shared, terms):
+            if shared:
+                per_column[col] = (blocks * term.unsqueeze(1)).sum((0, 2, 3, 4))
+                grads.append(_sum_blocks(blocks * scale[col], _layout(term)))
+            else:
+                per_column[col] = (blocks * term.unflatten(1, (edges, -1))).sum((0, 2, 3, 4))
+                grads.append((blocks * scale[col]).flatten(1, 2))
+        if any(g is None for g in per_column):
+            zero = weights.new_zeros(edges)
+            per_column = [zero if g is None else g for g in per_column]
+        return torch.stack(per_column, 1), None, None, None, *grads
 
 
 def weighted_sums(ops: Sequence[Sequence[nn.Module]], columns: Sequence[int], x: Tensor, weights: Tensor,
@@ -342,11 +357,6 @@ def weighted_sums(ops: Sequence[Sequence[nn.Module]], columns: Sequence[int], x:
             terms[k] = (False, out)
     stats.write()
     channels = next(t.shape[1] if shared else t.shape[1] // edges for shared, t in terms)
-    by_column = weights.t()
-    per_channel = by_column.repeat_interleave(channels, 1).unsqueeze(-1).unsqueeze(-1).unbind(0)  # (E*C, 1, 1)
-    per_edge = by_column.unbind(0)
-    out = None
-    for col, (shared, term) in zip(columns, terms):
-        term = _Scaled.apply(term, per_edge[col]) if shared else per_channel[col] * term
-        out = term if out is None else out + term
-    return list(_SameFormatGradient.apply(out).split(channels, 1))
+    shared = tuple(shared for shared, _ in terms)
+    out = _MixedSum.apply(weights, tuple(columns), shared, _layout(x)[1], *(term for _, term in terms))
+    return list(out.split(channels, 1))

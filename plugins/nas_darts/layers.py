@@ -2,8 +2,9 @@
 them (docs/performance.md). Parameters, buffers and state_dict keys are those of the torch layers
 they subclass.
 
-- :class:`DilatedConv2d`: a dilated depthwise conv, on CPU, runs as an undilated conv whose kernel
-  holds the same taps with zeros between them where that is measured faster.
+- :class:`DilatedConv2d`: a dilated depthwise conv, on CPU, runs as an undilated one over the pixels
+  it reads (subsampled, or split into interleaved sub-images) or with a kernel that holds the same
+  taps with zeros between them, where that is measured faster.
 - :func:`normalize`: affine-free batch norm in training mode that keeps its output for backward
   instead of its input. The mixed edge's weighted sum keeps that output anyway (for the gradient of
   alpha), so one tensor per op fewer is held in an architecture step. The fused path uses it; per
@@ -13,6 +14,8 @@ they subclass.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -30,25 +33,101 @@ def spread(weight: Tensor, dilation: Pair) -> Tensor:
     return out
 
 
-def spreads(x: Tensor, stride: Pair, groups: int, training: bool) -> bool:
-    """Whether a dilated depthwise conv over ``x`` runs faster with its kernel spread. Measured on CPU
-    (docs/performance.md): oneDNN's dilated depthwise conv over channels-last input takes 3-8x the
-    time of the spread one, forward and backward, at stride 2 and on maps of up to 8x8; on larger
-    maps at stride 1 the spread 5x5 kernel (9x9) is slower. Exact: a zero tap adds zero. Only in
-    training passes (``training``, grad enabled), where a backward follows: the forward alone gains
-    little, and a count of the architecture's multiply-adds (eval mode or no_grad) should see the
-    dilated kernel."""
-    return (training and torch.is_grad_enabled() and x.device.type == "cpu"
+def _same_padding(weight: Tensor, padding: Pair, dilation: Pair) -> bool:
+    return all(k % 2 == 1 and p == d * (k - 1) // 2 for k, p, d in zip(weight.shape[-2:], padding, dilation))
+
+
+def dilated_route(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int,
+                  training: bool) -> str:
+    """How :func:`conv2d` computes a dilated depthwise conv over ``x``: ``"subsample"``, ``"phases"``,
+    ``"spread"`` or ``"torch"``, its own dilated kernel. Measured on CPU (``benchmarks/dilated_conv.py``,
+    docs/performance.md): oneDNN's dilated depthwise conv over channels-last input, forward and
+    backward, takes 2-8x the time of an undilated one reading the same pixels. Each route is exact
+    (the same products; a spread kernel's zero taps add zero):
+
+    - ``"subsample"`` (stride = dilation, "same" padding): the conv reads only every ``dilation``-th
+      row and column, so it is the undilated kernel over that subsampled input;
+    - ``"phases"`` (stride 1, "same" padding, maps over 8x8 that the dilation divides): the
+      ``dilation[0] * dilation[1]`` interleaved sub-images are each convolved by the undilated kernel,
+      as one batch, and interleaved back (one copy of the input each way);
+    - ``"spread"`` (other strides over 1; 3x3 kernels on maps of up to 8x8, where the phases are too
+      small to gain): the undilated kernel that holds the taps with zeros between them
+      (:func:`spread`); spread, a 5x5 kernel (9x9) covers such a map and is slower than torch's.
+
+    Only in training passes (``training``, grad enabled), where a backward follows: the forward alone
+    gains little, and a count of the architecture's multiply-adds (eval mode or no_grad) should see
+    the dilated kernel."""
+    if not (max(dilation) > 1 and training and torch.is_grad_enabled() and x.device.type == "cpu"
             and x.dim() == 4 and groups == x.shape[1] > 1
-            and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-            and (max(stride) > 1 or x.shape[-1] * x.shape[-2] <= 64))
+            and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)):
+        return "torch"
+    same = _same_padding(weight, padding, dilation)
+    if same and tuple(stride) == tuple(dilation):
+        return "subsample"
+    small = x.shape[-1] * x.shape[-2] <= 64
+    if same and max(stride) == 1 and not small and x.shape[-2] % dilation[0] == 0 and x.shape[-1] % dilation[1] == 0:
+        return "phases"
+    return "spread" if max(stride) > 1 or (small and max(weight.shape[-2:]) <= 3) else "torch"
+
+
+def _to_phases(x: Tensor, dilation: Pair) -> Tensor:
+    """(N, C, H, W) -> (N * d_h * d_w, C, H / d_h, W / d_w): the sub-images ``x[..., i::d_h, j::d_w]``,
+    channels-last, by one copy of the (N, H, W, C) storage."""
+    n, c, h, w = x.shape
+    d_h, d_w = dilation
+    return (x.permute(0, 2, 3, 1).reshape(n, h // d_h, d_h, w // d_w, d_w, c).permute(0, 2, 4, 1, 3, 5)
+            .reshape(n * d_h * d_w, h // d_h, w // d_w, c).permute(0, 3, 1, 2))
+
+
+def _from_phases(y: Tensor, dilation: Pair) -> Tensor:
+    """The inverse of :func:`_to_phases`."""
+    d_h, d_w = dilation
+    b, c, h, w = y.shape
+    n = b // (d_h * d_w)
+    return (y.permute(0, 2, 3, 1).reshape(n, d_h, d_w, h, w, c).permute(0, 3, 1, 4, 2, 5)
+            .reshape(n, h * d_h, w * d_w, c).permute(0, 3, 1, 2))
+
+
+class _PhaseConv(torch.autograd.Function):
+    """A stride-1 dilated conv with "same" padding as the undilated kernel over the interleaved
+    sub-images of ``x`` (:func:`_to_phases`), batched, interleaved back. Keeps ``x`` for backward,
+    not its rearranged copy: the ops of a search edge keep ``x`` anyway."""
+
+    @staticmethod
+    def forward(x: Tensor, weight: Tensor, dilation: Pair, groups: int) -> Tensor:
+        half = ((weight.shape[-2] - 1) // 2, (weight.shape[-1] - 1) // 2)
+        return _from_phases(F.conv2d(_to_phases(x, dilation), weight, None, 1, half, 1, groups), dilation)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
+        x, weight, ctx.dilation, ctx.groups = inputs
+        ctx.save_for_backward(x, weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple:
+        x, weight = ctx.saved_tensors
+        half = [(weight.shape[-2] - 1) // 2, (weight.shape[-1] - 1) // 2]
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False]
+        # differentiable: a double backward (the exact Hessian-vector product) goes through it
+        grad_sub, grad_weight, _ = torch.ops.aten.convolution_backward(
+            _to_phases(grad, ctx.dilation), _to_phases(x, ctx.dilation), weight, None, [1, 1], half, [1, 1], False,
+            [0, 0], ctx.groups, mask)
+        grad_x = _from_phases(grad_sub, ctx.dilation) if grad_sub is not None else None
+        return grad_x, grad_weight, None, None
 
 
 def conv2d(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int,
            training: bool) -> Tensor:
-    """``F.conv2d`` without bias, dilated depthwise convs by the faster of two exact ways
-    (:func:`spreads`; ``training``: the calling module's mode)."""
-    if max(dilation) > 1 and spreads(x, stride, groups, training):
+    """``F.conv2d`` without bias; a dilated depthwise conv by the fastest exact route measured
+    (:func:`dilated_route`; ``training``: the calling module's mode)."""
+    route = dilated_route(x, weight, stride, padding, dilation, groups, training)
+    if route == "subsample":
+        half = ((weight.shape[-2] - 1) // 2, (weight.shape[-1] - 1) // 2)
+        sub = x[:, :, ::dilation[0], ::dilation[1]].contiguous(memory_format=torch.channels_last)
+        return F.conv2d(sub, weight, None, 1, half, 1, groups)
+    if route == "phases":
+        return _PhaseConv.apply(x, weight, tuple(dilation), groups)
+    if route == "spread":
         return F.conv2d(x, spread(weight, dilation), None, stride, padding, 1, groups)
     return F.conv2d(x, weight, None, stride, padding, dilation, groups)
 
@@ -60,6 +139,13 @@ class DilatedConv2d(nn.Conv2d):
         if bias is not None or self.padding_mode != "zeros" or isinstance(self.padding, str):
             return super()._conv_forward(input, weight, bias)
         return conv2d(input, weight, self.stride, self.padding, self.dilation, self.groups, self.training)
+
+
+@functools.lru_cache(maxsize=64)
+def _unit_statistics(channels: int, dtype: torch.dtype, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Mean 0 and inverse std 1 per channel, read-only constants (made once: a step makes thousands of
+    backward calls)."""
+    return torch.zeros(channels, dtype=dtype, device=device), torch.ones(channels, dtype=dtype, device=device)
 
 
 class _OutputSavingBatchNorm(torch.autograd.Function):
@@ -85,9 +171,9 @@ class _OutputSavingBatchNorm(torch.autograd.Function):
         shape = (1, -1, *[1] * (y.dim() - 2))
         out = None
         if grad is not None and not torch.is_grad_enabled():
-            out = torch.ops.aten.native_batch_norm_backward(
-                grad, y, invstd, None, None, torch.zeros_like(invstd), torch.ones_like(invstd), True, 0.0,
-                [True, False, False])[0]
+            zero, one = _unit_statistics(invstd.shape[0], invstd.dtype, invstd.device)
+            out = torch.ops.aten.native_batch_norm_backward(grad, y, invstd, None, None, zero, one, True, 0.0,
+                                                            [True, False, False])[0]
         elif grad is not None:
             # a double backward follows: torch's formula would differentiate y's batch statistics
             # too, which are constants here, so the same gradient is written out

@@ -7,8 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.utils import _pair
 
-from nas_darts.layers import DilatedConv2d, MaxPool2d, normalize, spread, spreads
+from nas_darts.layers import DilatedConv2d, MaxPool2d, dilated_route, normalize, spread
 from nas_darts.ops import make_op
 
 
@@ -21,19 +22,33 @@ def test_spread_places_each_tap_dilation_apart():
     assert spread(w, (2, 3)).squeeze().tolist() == [[1, 0, 0, 2], [0, 0, 0, 0], [3, 0, 0, 4]]
 
 
+def expected_route(memory_format: str, stride: int, size: int, kernel: int, same: bool) -> str:
+    if memory_format != "channels_last":
+        return "torch"
+    if same and stride == 2:
+        return "subsample"
+    if same and stride == 1 and size > 8 and size % 2 == 0:
+        return "phases"
+    return "spread" if stride == 2 or (size <= 8 and kernel == 3) else "torch"
+
+
 @pytest.mark.parametrize("kernel", [3, 5])
 @pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("size", [2, 4, 8, 10])
+@pytest.mark.parametrize("size", [2, 4, 7, 8, 10, 12])
 @pytest.mark.parametrize("memory_format", ["channels_last", "contiguous"])
-def test_dilated_conv_equals_torchs(kernel, stride, size, memory_format):
+@pytest.mark.parametrize("same", [True, False])
+def test_dilated_conv_equals_torchs(kernel, stride, size, memory_format, same):
     torch.manual_seed(0)
-    ours = DilatedConv2d(6, 6, kernel, stride=stride, padding=kernel - 1, dilation=2, groups=6, bias=False).double()
-    theirs = nn.Conv2d(6, 6, kernel, stride=stride, padding=kernel - 1, dilation=2, groups=6, bias=False).double()
+    padding = kernel - 1 if same else 1  # "same": dilation 2 x (kernel - 1) / 2
+    ours = DilatedConv2d(6, 6, kernel, stride=stride, padding=padding, dilation=2, groups=6, bias=False).double()
+    theirs = nn.Conv2d(6, 6, kernel, stride=stride, padding=padding, dilation=2, groups=6, bias=False).double()
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(3, 6, size, size, dtype=torch.float64)
     x = channels_last(x) if memory_format == "channels_last" else x
-    expected = memory_format == "channels_last" and (stride == 2 or size <= 8)
-    assert spreads(x, (stride, stride), 6, training=True) == expected
+    if size + 2 * padding - 2 * (kernel - 1) < 1:
+        pytest.skip("no output at this size")
+    route = dilated_route(x, ours.weight, ours.stride, ours.padding, ours.dilation, 6, training=True)
+    assert route == expected_route(memory_format, stride, size, kernel, same)
     g = torch.randn_like(theirs(x), memory_format=torch.contiguous_format)
     results = []
     for conv in (ours, theirs):
@@ -48,6 +63,19 @@ def test_dilated_conv_equals_torchs(kernel, stride, size, memory_format):
     for a, b in zip(*results):
         assert a.shape == b.shape
         assert (a - b).abs().max().item() < 1e-12
+    if memory_format == "channels_last":  # the layers after it run several times slower on another format
+        assert results[0][0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_the_phases_conv_passes_gradcheck_and_keeps_only_its_input():
+    torch.manual_seed(0)
+    conv = DilatedConv2d(3, 3, 5, padding=4, dilation=2, groups=3, bias=False).double()
+    reference = nn.Conv2d(3, 3, 5, padding=4, dilation=2, groups=3, bias=False).double()
+    x = channels_last(torch.randn(2, 3, 10, 12, dtype=torch.float64)).requires_grad_()
+    assert dilated_route(x, conv.weight, conv.stride, conv.padding, conv.dilation, 3, training=True) == "phases"
+    assert torch.autograd.gradcheck(conv, (x,)) and torch.autograd.gradgradcheck(conv, (x,))
+    # the rearranged copy of x is made again in backward, not kept
+    assert saved_bytes(conv, x) == saved_bytes(reference, x) == x.numel() * x.element_size()
 
 
 def test_dilated_conv_ops_use_it_in_search_and_evaluation():
@@ -57,25 +85,32 @@ def test_dilated_conv_ops_use_it_in_search_and_evaluation():
         assert type(make_op("sep_conv_3x3", 4, 1, affine=True, search=search).body[0]) is nn.Conv2d
 
 
-def test_the_spread_path_is_taken_where_the_rule_says(monkeypatch):
-    conv = DilatedConv2d(4, 4, 3, stride=2, padding=2, dilation=2, groups=4, bias=False)
-    x = channels_last(torch.randn(2, 4, 8, 8))
+def test_the_routes_are_taken_where_the_rule_says(monkeypatch):
     calls = []
     original = F.conv2d
 
-    def spy(input, weight, *args):
-        calls.append(tuple(weight.shape[-2:]))
-        return original(input, weight, *args)
+    def spy(input, weight, bias, stride, padding, dilation, groups):
+        calls.append((tuple(input.shape[-2:]), tuple(weight.shape[-2:]), stride, _pair(dilation)))
+        return original(input, weight, bias, stride, padding, dilation, groups)
 
     monkeypatch.setattr(F, "conv2d", spy)
-    conv(x)
-    conv(x.contiguous())
+    x = channels_last(torch.randn(2, 4, 8, 8))
+    subsampled = DilatedConv2d(4, 4, 3, stride=2, padding=2, dilation=2, groups=4, bias=False)
+    subsampled(x)
+    subsampled(x.contiguous())
     with torch.no_grad():
-        conv(x)
-    conv.eval()
-    conv(x)
-    # channels-last: spread to 5x5; contiguous, no grad, eval mode (counts of multiply-adds): torch's 3x3
-    assert calls == [(5, 5), (3, 3), (3, 3), (3, 3)]
+        subsampled(x)
+    subsampled.eval()
+    subsampled(x)
+    DilatedConv2d(4, 4, 3, stride=2, padding=1, dilation=2, groups=4, bias=False)(x)
+    DilatedConv2d(4, 4, 3, padding=2, dilation=2, groups=4, bias=False)(x)
+    DilatedConv2d(4, 4, 3, padding=2, dilation=2, groups=4, bias=False)(channels_last(torch.randn(2, 4, 16, 16)))
+    # channels-last in training: the undilated 3x3 over every other pixel; contiguous, no grad, eval mode
+    # (counts of multiply-adds): torch's dilated 3x3; other padding: spread to 5x5; stride 1 on 8x8:
+    # spread; on 16x16: the undilated 3x3 over four 8x8 sub-images
+    assert calls == [((4, 4), (3, 3), 1, (1, 1)), ((8, 8), (3, 3), (2, 2), (2, 2)), ((8, 8), (3, 3), (2, 2), (2, 2)),
+                     ((8, 8), (3, 3), (2, 2), (2, 2)), ((8, 8), (5, 5), (2, 2), (1, 1)),
+                     ((8, 8), (5, 5), (1, 1), (1, 1)), ((8, 8), (3, 3), 1, (1, 1))]
 
 
 def saved_bytes(fn, *inputs: torch.Tensor) -> int:
