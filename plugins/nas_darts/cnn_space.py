@@ -144,7 +144,6 @@ class _Stack(nn.Module):
             raise ConfigError(f"darts_cnn networks read images (input shape (channels, height, width)), not "
                               f"inputs of shape {data.input_shape}: use an image dataset with the classification task")
         c, in_ch = opts.channels, data.input_shape[0]
-        self.channels = c
         if opts.stem == "imagenet":
             self.stem = nn.Sequential(
                 nn.Conv2d(in_ch, c // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU(),
@@ -175,12 +174,8 @@ class _Stack(nn.Module):
     def _stems(self, x: Tensor, channels_last: bool | None) -> tuple[Tensor, Tensor]:
         s0 = self.stem(x)
         # converted after the stem: a one-channel input is already "channels last" in both layouts,
-        # so converting it would not carry the format into the cells; later layers keep it. Not by
-        # default for under 16 channels on large inputs: torch 2.14.1's CPU convolution (oneDNN)
-        # crashes computing the weight gradient of a 1x1 stride-2 conv over 4 or 8 channels at 56 px
-        # (the ImageNet network's first reduction at channels 4 or 8)
-        if channels_last or (channels_last is None and x.device.type == "cpu" and (self.channels >= 16
-                                                                                  or x.shape[-1] <= 32)):
+        # so converting it would not carry the format into the cells; later layers keep it
+        if channels_last or (channels_last is None and x.device.type == "cpu"):
             s0 = s0.contiguous(memory_format=torch.channels_last)
         return (s0, self.stem1(s0)) if self.stem1 is not None else (s0, s0)
 

@@ -28,14 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas_darts.layers import DilatedConv2d, MaxPool2d, conv2d, normalize
+from nas_darts.layers import MaxPool2d, RoutedConv2d, conv2d, normalize
 from nas_darts.ops import FactorizedReduce, PreActivated
 
 POOLS = (nn.MaxPool2d, MaxPool2d, nn.AvgPool2d)
 
 
 def _conv_key(m: nn.Module) -> tuple | None:
-    if type(m) not in (nn.Conv2d, DilatedConv2d) or m.bias is not None or m.padding_mode != "zeros":
+    if type(m) not in (nn.Conv2d, RoutedConv2d) or m.bias is not None or m.padding_mode != "zeros":
         return None
     return ("conv", type(m), m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation, m.groups)
 

@@ -2,9 +2,11 @@
 them (docs/performance.md). Parameters, buffers and state_dict keys are those of the torch layers
 they subclass.
 
-- :class:`DilatedConv2d`: a dilated depthwise conv, on CPU, runs as an undilated one over the pixels
-  it reads (subsampled, or split into interleaved sub-images) or with a kernel that holds the same
-  taps with zeros between them, where that is measured faster.
+- :class:`RoutedConv2d`: a conv that, on CPU, runs by an exact route around oneDNN kernels that are
+  slow or wrong (:func:`conv2d`): a dilated depthwise conv as an undilated one over the pixels it
+  reads (subsampled, or split into interleaved sub-images) or with a kernel that holds the same taps
+  with zeros between them, where that is measured faster; a strided 1x1 conv at stride 1 over the
+  pixels it reads.
 - :func:`normalize`: affine-free batch norm in training mode that keeps its output for backward
   instead of its input. The mixed edge's weighted sum keeps that output anyway (for the gradient of
   alpha), so one tensor per op fewer is held in an architecture step. The fused path uses it; per
@@ -119,7 +121,14 @@ class _PhaseConv(torch.autograd.Function):
 def conv2d(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int,
            training: bool) -> Tensor:
     """``F.conv2d`` without bias; a dilated depthwise conv by the fastest exact route measured
-    (:func:`dilated_route`; ``training``: the calling module's mode)."""
+    (:func:`dilated_route`; ``training``: the calling module's mode); on CPU, a strided 1x1 conv
+    without padding as the stride-1 conv over the pixels it reads. torch 2.14.1's oneDNN computes the
+    weight gradient of a strided 1x1 conv over channels-last input of under 8 channels (AVX2; one
+    SIMD block) wrongly, or hangs, or corrupts the heap (oneDNN issue #6035, its "rtus" workspace);
+    at stride 1 it takes another kernel, which is right."""
+    if (x.device.type == "cpu" and weight.shape[-2:] == (1, 1) and max(stride) > 1
+            and tuple(padding) == (0, 0) and x.dim() == 4):
+        return F.conv2d(x[:, :, ::stride[0], ::stride[1]], weight, None, 1, 0, 1, groups)
     route = dilated_route(x, weight, stride, padding, dilation, groups, training)
     if route == "subsample":
         half = ((weight.shape[-2] - 1) // 2, (weight.shape[-1] - 1) // 2)
@@ -132,8 +141,8 @@ def conv2d(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pai
     return F.conv2d(x, weight, None, stride, padding, dilation, groups)
 
 
-class DilatedConv2d(nn.Conv2d):
-    """A bias-free dilated conv that runs through :func:`conv2d`; parameters as ``nn.Conv2d``'s."""
+class RoutedConv2d(nn.Conv2d):
+    """A bias-free conv that runs through :func:`conv2d`; parameters and state_dict as ``nn.Conv2d``'s."""
 
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if bias is not None or self.padding_mode != "zeros" or isinstance(self.padding, str):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas_darts.layers import DilatedConv2d, MaxPool2d
+from nas_darts.layers import MaxPool2d, RoutedConv2d
 
 
 class PreActivated(nn.Module):
@@ -35,7 +35,7 @@ def relu_conv_bn(c_in: int, c_out: int, kernel: int, stride: int, padding: int, 
 
 def _dw_pw(c_in: int, c_out: int, kernel: int, stride: int, dilation: int, affine: bool) -> list[nn.Module]:
     padding = dilation * (kernel - 1) // 2
-    depthwise = DilatedConv2d if dilation > 1 else nn.Conv2d
+    depthwise = RoutedConv2d if dilation > 1 else nn.Conv2d
     return [
         depthwise(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation, groups=c_in, bias=False),
         nn.Conv2d(c_in, c_out, 1, bias=False),
@@ -72,8 +72,10 @@ class FactorizedReduce(nn.Module):
         super().__init__()
         if c_out % 2:
             raise ValueError(f"FactorizedReduce needs an even channel count, got {c_out}")
-        self.conv_1 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
-        self.conv_2 = nn.Conv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        # RoutedConv2d: torch's own strided 1x1 conv gets the weight gradient wrong on CPU over
+        # channels-last input of under 8 channels (nas_darts.layers.conv2d)
+        self.conv_1 = RoutedConv2d(c_in, c_out // 2, 1, stride=2, bias=False)
+        self.conv_2 = RoutedConv2d(c_in, c_out // 2, 1, stride=2, bias=False)
         self.bn = nn.BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: Tensor) -> Tensor:

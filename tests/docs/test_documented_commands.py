@@ -92,10 +92,6 @@ TINY_SIZE = {  # per space: the keys are its options, so they must match the spa
 TINY_DATA = {  # per dataset, applied last
     "cifar10": {"dataset.verify_md5": "false"},  # the tiny copies are not the official files
     "cifar100": {"dataset.verify_md5": "false"},
-    # torch 2.14.1's oneDNN crashes (SIGSEGV) computing the weight gradient of a 1x1 stride-2
-    # convolution over a channels_last input of 4 channels: the ImageNet stem's FactorizedReduce
-    # at C=4. The documented C=48 does not meet it, nor does C=16.
-    "imagefolder": {"network.channels": 16},
     "nb201": {"space.cells": 1, "space.channels": 4, "network.cells": 1, "network.channels": 4,
               "search.batch_size": 8, "train.batch_size": 8},
 }

@@ -3,13 +3,15 @@ running statistics; and the memory they claim to save, counted in what autograd 
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from nas_darts.layers import DilatedConv2d, MaxPool2d, dilated_route, normalize, spread
+from nas_darts.layers import MaxPool2d, RoutedConv2d, dilated_route, normalize, spread
 from nas_darts.ops import make_op
 
 
@@ -40,7 +42,7 @@ def expected_route(memory_format: str, stride: int, size: int, kernel: int, same
 def test_dilated_conv_equals_torchs(kernel, stride, size, memory_format, same):
     torch.manual_seed(0)
     padding = kernel - 1 if same else 1  # "same": dilation 2 x (kernel - 1) / 2
-    ours = DilatedConv2d(6, 6, kernel, stride=stride, padding=padding, dilation=2, groups=6, bias=False).double()
+    ours = RoutedConv2d(6, 6, kernel, stride=stride, padding=padding, dilation=2, groups=6, bias=False).double()
     theirs = nn.Conv2d(6, 6, kernel, stride=stride, padding=padding, dilation=2, groups=6, bias=False).double()
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(3, 6, size, size, dtype=torch.float64)
@@ -69,7 +71,7 @@ def test_dilated_conv_equals_torchs(kernel, stride, size, memory_format, same):
 
 def test_the_phases_conv_passes_gradcheck_and_keeps_only_its_input():
     torch.manual_seed(0)
-    conv = DilatedConv2d(3, 3, 5, padding=4, dilation=2, groups=3, bias=False).double()
+    conv = RoutedConv2d(3, 3, 5, padding=4, dilation=2, groups=3, bias=False).double()
     reference = nn.Conv2d(3, 3, 5, padding=4, dilation=2, groups=3, bias=False).double()
     x = channels_last(torch.randn(2, 3, 10, 12, dtype=torch.float64)).requires_grad_()
     assert dilated_route(x, conv.weight, conv.stride, conv.padding, conv.dilation, 3, training=True) == "phases"
@@ -81,7 +83,7 @@ def test_the_phases_conv_passes_gradcheck_and_keeps_only_its_input():
 def test_dilated_conv_ops_use_it_in_search_and_evaluation():
     for search in (True, False):
         op = make_op("dil_conv_5x5", 4, 2, affine=not search, search=search)
-        assert type(op.body[0]) is DilatedConv2d and op.body[0].dilation == (2, 2)
+        assert type(op.body[0]) is RoutedConv2d and op.body[0].dilation == (2, 2)
         assert type(make_op("sep_conv_3x3", 4, 1, affine=True, search=search).body[0]) is nn.Conv2d
 
 
@@ -95,22 +97,55 @@ def test_the_routes_are_taken_where_the_rule_says(monkeypatch):
 
     monkeypatch.setattr(F, "conv2d", spy)
     x = channels_last(torch.randn(2, 4, 8, 8))
-    subsampled = DilatedConv2d(4, 4, 3, stride=2, padding=2, dilation=2, groups=4, bias=False)
+    subsampled = RoutedConv2d(4, 4, 3, stride=2, padding=2, dilation=2, groups=4, bias=False)
     subsampled(x)
     subsampled(x.contiguous())
     with torch.no_grad():
         subsampled(x)
     subsampled.eval()
     subsampled(x)
-    DilatedConv2d(4, 4, 3, stride=2, padding=1, dilation=2, groups=4, bias=False)(x)
-    DilatedConv2d(4, 4, 3, padding=2, dilation=2, groups=4, bias=False)(x)
-    DilatedConv2d(4, 4, 3, padding=2, dilation=2, groups=4, bias=False)(channels_last(torch.randn(2, 4, 16, 16)))
+    RoutedConv2d(4, 4, 3, stride=2, padding=1, dilation=2, groups=4, bias=False)(x)
+    RoutedConv2d(4, 4, 3, padding=2, dilation=2, groups=4, bias=False)(x)
+    RoutedConv2d(4, 4, 3, padding=2, dilation=2, groups=4, bias=False)(channels_last(torch.randn(2, 4, 16, 16)))
     # channels-last in training: the undilated 3x3 over every other pixel; contiguous, no grad, eval mode
     # (counts of multiply-adds): torch's dilated 3x3; other padding: spread to 5x5; stride 1 on 8x8:
     # spread; on 16x16: the undilated 3x3 over four 8x8 sub-images
     assert calls == [((4, 4), (3, 3), 1, (1, 1)), ((8, 8), (3, 3), (2, 2), (2, 2)), ((8, 8), (3, 3), (2, 2), (2, 2)),
                      ((8, 8), (3, 3), (2, 2), (2, 2)), ((8, 8), (5, 5), (2, 2), (1, 1)),
                      ((8, 8), (5, 5), (1, 1), (1, 1)), ((8, 8), (3, 3), 1, (1, 1))]
+
+
+@pytest.mark.parametrize("c_in, size, batch", [(2, 8, 2), (4, 8, 2), (5, 16, 8), (7, 32, 2)])
+def test_factorized_reduce_gets_the_weight_gradient_right_channels_last(c_in, size, batch):
+    """FactorizedReduce's strided 1x1 convs over channels-last float32 input of under 8 channels:
+    torch 2.14.1's own conv got these weight gradients wrong on AVX2 CPUs (oneDNN issue #6035; some
+    sizes hang or corrupt the heap instead, so none of those here). Against float64, contiguous."""
+    torch.manual_seed(0)
+    op = make_op("skip_connect", 8, 2, affine=False, search=True)
+    x = torch.randn(batch, c_in, size, size)
+    op.conv_1 = RoutedConv2d(c_in, 4, 1, stride=2, bias=False)
+    op.conv_2 = RoutedConv2d(c_in, 4, 1, stride=2, bias=False)
+    reference = copy.deepcopy(op).double()
+    y = torch.randn(batch, 8, size // 2, size // 2)
+    (op(channels_last(x)) * channels_last(y)).sum().backward()
+    (reference(x.double()) * y.double()).sum().backward()
+    for ours, theirs in ((op.conv_1, reference.conv_1), (op.conv_2, reference.conv_2)):
+        assert torch.allclose(ours.weight.grad.double(), theirs.weight.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_strided_1x1_convs_run_at_stride_1_over_the_pixels_they_read(monkeypatch):
+    """The route of a strided 1x1 conv: torch's conv at stride 1 over x[..., ::s, ::s], the same
+    numbers as torch's strided one (float64, where torch's own is right)."""
+    conv = RoutedConv2d(3, 5, 1, stride=2, bias=False).double()
+    x = torch.randn(2, 3, 9, 9, dtype=torch.float64)
+    calls = []
+    real = F.conv2d
+    monkeypatch.setattr(F, "conv2d", lambda inp, w, b, stride, *rest: calls.append((inp.shape, stride))
+                        or real(inp, w, b, stride, *rest))
+    out = conv(x)
+    monkeypatch.undo()
+    assert calls == [((2, 3, 5, 5), 1)]
+    assert torch.equal(out, F.conv2d(x, conv.weight, stride=2))
 
 
 def saved_bytes(fn, *inputs: torch.Tensor) -> int:
