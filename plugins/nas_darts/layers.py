@@ -35,6 +35,11 @@ def spread(weight: Tensor, dilation: Pair) -> Tensor:
     return out
 
 
+def _half(weight: Tensor) -> Pair:
+    """The "same" padding of the undilated kernel."""
+    return (weight.shape[-2] - 1) // 2, (weight.shape[-1] - 1) // 2
+
+
 def _same_padding(weight: Tensor, padding: Pair, dilation: Pair) -> bool:
     return all(k % 2 == 1 and p == d * (k - 1) // 2 for k, p, d in zip(weight.shape[-2:], padding, dilation))
 
@@ -97,8 +102,7 @@ class _PhaseConv(torch.autograd.Function):
 
     @staticmethod
     def forward(x: Tensor, weight: Tensor, dilation: Pair, groups: int) -> Tensor:
-        half = ((weight.shape[-2] - 1) // 2, (weight.shape[-1] - 1) // 2)
-        return _from_phases(F.conv2d(_to_phases(x, dilation), weight, None, 1, half, 1, groups), dilation)
+        return _from_phases(F.conv2d(_to_phases(x, dilation), weight, None, 1, _half(weight), 1, groups), dilation)
 
     @staticmethod
     def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
@@ -108,12 +112,11 @@ class _PhaseConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple:
         x, weight = ctx.saved_tensors
-        half = [(weight.shape[-2] - 1) // 2, (weight.shape[-1] - 1) // 2]
         mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False]
         # differentiable: a double backward (the exact Hessian-vector product) goes through it
         grad_sub, grad_weight, _ = torch.ops.aten.convolution_backward(
-            _to_phases(grad, ctx.dilation), _to_phases(x, ctx.dilation), weight, None, [1, 1], half, [1, 1], False,
-            [0, 0], ctx.groups, mask)
+            _to_phases(grad, ctx.dilation), _to_phases(x, ctx.dilation), weight, None, [1, 1], list(_half(weight)),
+            [1, 1], False, [0, 0], ctx.groups, mask)
         grad_x = _from_phases(grad_sub, ctx.dilation) if grad_sub is not None else None
         return grad_x, grad_weight, None, None
 
@@ -131,9 +134,8 @@ def conv2d(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pai
         return F.conv2d(x[:, :, ::stride[0], ::stride[1]], weight, None, 1, 0, 1, groups)
     route = dilated_route(x, weight, stride, padding, dilation, groups, training)
     if route == "subsample":
-        half = ((weight.shape[-2] - 1) // 2, (weight.shape[-1] - 1) // 2)
         sub = x[:, :, ::dilation[0], ::dilation[1]].contiguous(memory_format=torch.channels_last)
-        return F.conv2d(sub, weight, None, 1, half, 1, groups)
+        return F.conv2d(sub, weight, None, 1, _half(weight), 1, groups)
     if route == "phases":
         return _PhaseConv.apply(x, weight, tuple(dilation), groups)
     if route == "spread":
