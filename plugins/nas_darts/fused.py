@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas_darts.layers import MaxPool2d, RoutedConv2d, conv2d, normalize
+from nas_darts.layers import BatchNorm2d, MaxPool2d, RoutedConv2d, conv2d, normalize
 from nas_darts.ops import FactorizedReduce, PreActivated
 
 POOLS = (nn.MaxPool2d, MaxPool2d, nn.AvgPool2d)
@@ -42,7 +42,7 @@ def _conv_key(m: nn.Module) -> tuple | None:
 
 def _bn_key(m: nn.Module | None) -> tuple | None:
     # momentum None (a cumulative average) reads each module's own count: not fused
-    if type(m) is not nn.BatchNorm2d or m.momentum is None:
+    if type(m) not in (nn.BatchNorm2d, BatchNorm2d) or m.momentum is None:
         return None
     return ("bn", m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, m.training)
 

@@ -7,10 +7,9 @@ they subclass.
   reads (subsampled, or split into interleaved sub-images) or with a kernel that holds the same taps
   with zeros between them, where that is measured faster; a strided 1x1 conv at stride 1 over the
   pixels it reads.
-- :func:`normalize`: affine-free batch norm in training mode that keeps its output for backward
-  instead of its input. The mixed edge's weighted sum keeps that output anyway (for the gradient of
-  alpha), so one tensor per op fewer is held in an architecture step. The fused path uses it; per
-  op, its Python autograd function cost more time than it saved memory (docs/performance.md).
+- :func:`normalize`, :class:`BatchNorm2d`: affine-free batch norm in training mode that keeps its
+  output for backward instead of its input. The mixed edge's weighted sum keeps that output anyway
+  (for the gradient of alpha), so one tensor per op fewer is held in an architecture step.
 - :class:`MaxPool2d`: keeps no int64 indices (twice the memory of its float32 output); backward
   finds them again from the input, which the average pooling of the same edge keeps anyway.
 """
@@ -201,6 +200,22 @@ def normalize(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None
     """``F.batch_norm(x, running_mean, running_var, None, None, True, momentum, eps)``, keeping its
     output for backward instead of its input."""
     return _OutputSavingBatchNorm.apply(x, running_mean, running_var, momentum, eps)[0]
+
+
+class BatchNorm2d(nn.BatchNorm2d):
+    """``nn.BatchNorm2d`` that, affine-free and in training mode, runs :func:`normalize`: the same
+    output and running statistics, its output kept for backward instead of its input."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.affine or x.dim() != 4:
+            return super().forward(x)
+        momentum = self.momentum
+        if self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            if momentum is None:  # a cumulative moving average, as torch's
+                momentum = 1.0 / float(self.num_batches_tracked)
+            return normalize(x, self.running_mean, self.running_var, momentum, self.eps)
+        return normalize(x, None, None, 0.0, self.eps)
 
 
 class _IndexFreeMaxPool(torch.autograd.Function):

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas_darts.layers import MaxPool2d, RoutedConv2d
+from nas_darts.layers import BatchNorm2d, MaxPool2d, RoutedConv2d
 
 
 class PreActivated(nn.Module):
@@ -29,7 +29,7 @@ class PreActivated(nn.Module):
 def relu_conv_bn(c_in: int, c_out: int, kernel: int, stride: int, padding: int, affine: bool) -> PreActivated:
     return PreActivated(nn.Sequential(
         nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),
-        nn.BatchNorm2d(c_out, affine=affine),
+        BatchNorm2d(c_out, affine=affine),
     ))
 
 
@@ -39,7 +39,7 @@ def _dw_pw(c_in: int, c_out: int, kernel: int, stride: int, dilation: int, affin
     return [
         depthwise(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation, groups=c_in, bias=False),
         nn.Conv2d(c_in, c_out, 1, bias=False),
-        nn.BatchNorm2d(c_out, affine=affine),
+        BatchNorm2d(c_out, affine=affine),
     ]
 
 
@@ -76,7 +76,7 @@ class FactorizedReduce(nn.Module):
         # channels-last input of under 8 channels (nas_darts.layers.conv2d)
         self.conv_1 = RoutedConv2d(c_in, c_out // 2, 1, stride=2, bias=False)
         self.conv_2 = RoutedConv2d(c_in, c_out // 2, 1, stride=2, bias=False)
-        self.bn = nn.BatchNorm2d(c_out, affine=affine)
+        self.bn = BatchNorm2d(c_out, affine=affine)
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.relu(x)
@@ -87,7 +87,7 @@ def pool(kind: str, c: int, stride: int, with_bn: bool) -> nn.Module:
     layer: nn.Module = (MaxPool2d(3, stride=stride, padding=1) if kind == "max"
                         else nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False))
     # search cells follow pooling by an affine-free BN so its scale matches the conv ops
-    return nn.Sequential(layer, nn.BatchNorm2d(c, affine=False)) if with_bn else layer
+    return nn.Sequential(layer, BatchNorm2d(c, affine=False)) if with_bn else layer
 
 
 OpFactory = Callable[[int, int, bool, bool], nn.Module]  # (channels, stride, affine, search)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from nas_darts.layers import MaxPool2d, RoutedConv2d, dilated_route, normalize, spread
+from nas_darts.layers import BatchNorm2d, MaxPool2d, RoutedConv2d, dilated_route, normalize, spread
 from nas_darts.ops import FactorizedReduce, make_op
 
 
@@ -196,6 +196,44 @@ def test_normalize_keeps_its_output_not_its_input():
     theirs = saved_bytes(lambda x: w * F.batch_norm(x, None, None, training=True), x)
     ours = saved_bytes(lambda x: w * normalize(x, None, None, 0.0, 1e-5), x)
     assert ours == x.numel() * 4 and theirs == 2 * ours
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+@pytest.mark.parametrize("track", [True, False])
+def test_the_batch_norm_module_equals_torchs_and_keeps_its_output(momentum, track):
+    """``BatchNorm2d`` (every affine-free BN of the search ops): torch's outputs, gradients of both
+    orders, running statistics and batch count, in training and then eval mode; in an arch pass's
+    ``w * bn(x)`` autograd keeps one activation, not two."""
+    torch.manual_seed(0)
+    theirs = nn.BatchNorm2d(5, affine=False, momentum=momentum, track_running_stats=track).double()
+    ours = BatchNorm2d(5, affine=False, momentum=momentum, track_running_stats=track).double()
+    g = torch.randn(4, 5, 6, 6, dtype=torch.float64)
+    for step in range(3):
+        x = channels_last(torch.randn(4, 5, 6, 6, dtype=torch.float64) * (step + 1) + step)
+        results = []
+        for bn in (theirs, ours):
+            xi = x.detach().requires_grad_()
+            y = bn(xi)
+            gx, = torch.autograd.grad(y, xi, g, create_graph=True)
+            ggx, = torch.autograd.grad((gx * gx).sum(), xi)
+            results.append((y, gx, ggx, *bn.state_dict().values()))
+        for a, b in zip(*results):
+            assert (a.double() - b.double()).abs().max().item() < 1e-12
+    assert theirs.state_dict().keys() == ours.state_dict().keys()
+    x = torch.randn(4, 5, 6, 6, dtype=torch.float64)
+    assert torch.equal(theirs.eval()(x), ours.eval()(x))
+    ours.train()
+    w = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(8, 5, 16, 16, dtype=torch.float64, requires_grad=True)
+    assert saved_bytes(lambda x: w * ours(x), x) == x.numel() * 8
+    assert saved_bytes(lambda x: w * theirs.train()(x), x) == 2 * x.numel() * 8
+
+
+def test_the_search_ops_use_the_output_keeping_batch_norm():
+    for name in ("max_pool_3x3", "avg_pool_3x3", "sep_conv_3x3", "dil_conv_5x5"):
+        op = make_op(name, 4, 1, affine=False, search=True)
+        assert any(type(m) is BatchNorm2d for m in op.modules()), name
+    assert type(make_op("skip_connect", 4, 2, affine=False, search=True).bn) is BatchNorm2d
 
 
 @pytest.mark.parametrize("stride", [1, 2])
