@@ -1,5 +1,6 @@
 """Fused against per-op edges on one device: the largest relative difference of the supernet's output,
-its weight gradients and alpha's gradient (tests/plugins/test_fused_edges.py checks the same on CPU).
+its weight gradients and alpha's gradient (tests/plugins/test_fused_edges.py checks the same on CPU),
+for ``space.fused_edges`` true and for its default (on a GPU: the conv ops per edge, the rest shared).
 
     python benchmarks/fused_numerics.py --device cuda      # float64 and float32; exit 1 above 1e-12 / 1e-5
 """
@@ -20,10 +21,10 @@ from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace  # noqa: E402
 LIMITS = {torch.float64: 1e-12, torch.float32: 1e-5}
 
 
-def difference(device: str, dtype: torch.dtype) -> float:
+def difference(device: str, dtype: torch.dtype, fusion: bool | None) -> float:
     info = DataInfo((3, 16, 16), 10)
     results = []
-    for fused in (False, True):
+    for fused in (False, fusion):
         torch.manual_seed(0)
         space = DartsCnnSpace(DartsCnnOptions(cells=5, channels=8, fused_edges=fused))
         net = space.build_supernet(info).to(device=device, dtype=dtype)
@@ -41,10 +42,12 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     failed = False
-    for dtype, limit in LIMITS.items():
-        diff = difference(args.device, dtype)
-        failed |= diff > limit
-        print(f"{args.device} {str(dtype):14s} fused vs per-op: largest relative difference {diff:.2e} (limit {limit:.0e})")
+    for fusion in (True, None):
+        for dtype, limit in LIMITS.items():
+            diff = difference(args.device, dtype, fusion)
+            failed |= diff > limit
+            print(f"{args.device} {str(dtype):14s} fused_edges={fusion} vs per-op: largest relative difference "
+                  f"{diff:.2e} (limit {limit:.0e})")
     raise SystemExit(1 if failed else 0)
 
 

@@ -15,6 +15,9 @@ python benchmarks/fused_numerics.py --device cuda | tee "$out/fused_numerics-cud
 python benchmarks/search_step.py --device cuda --engines ours_per_op,ours --fused \
     --modes weight,darts_1st,darts_2nd --steps 5 --warmup 2 --profile --timeout 300 \
     --json "$out/search_step-cuda-fused.json" | tee "$out/search_step-cuda-fused.txt"
+# and the default (fused_edges: null): on a GPU the conv ops per edge, the poolings once per state
+python benchmarks/search_step.py --device cuda --engines ours --modes weight,darts_2nd --steps 5 --warmup 2 \
+    --profile --timeout 300 --json "$out/search_step-cuda-default.json" | tee "$out/search_step-cuda-default.txt"
 # the textbook reference, for the ratios of the README's table
 python benchmarks/search_step.py --device cuda --engines reference --modes weight,darts_2nd --steps 5 --warmup 2 \
     --timeout 300 --json "$out/search_step-cuda-reference.json" | tee "$out/search_step-cuda-reference.txt"

@@ -207,7 +207,8 @@ class MixedEdge(nn.Module, ABC):
     (an op of the space's family built for search at this edge's stride) and
     ``zero`` (the names of zero ops, which need not be computed), ``cell_type`` and ``row`` (the edge's
     row in that cell type's weights: an edge with its own op set, as P-DARTS prunes them, looks it up
-    by these); ``forward(x, weights, chosen=None,
+    by these), ``fused_edges`` (the space's option: how far ``forward_group`` may fuse, None for the
+    kind's own choice); ``forward(x, weights, chosen=None,
     relu_x=None)`` with ``weights`` the edge's row of mixing weights, ``chosen`` its column under
     hard sampling (:attr:`MixingWeights.chosen`) and ``relu_x`` ``relu(x)`` when the cell shares it.
 
@@ -224,9 +225,10 @@ class MixedEdge(nn.Module, ABC):
     def forward_group(cls, edges: Sequence[MixedEdge], x: Tensor, weights: Tensor, **inputs: Any) -> list[Tensor]:
         """The outputs of ``edges`` (all of this kind) that all read ``x``, with ``weights`` their rows
         of mixing weights stacked and ``inputs`` the rest of ``forward``'s. A space may call this
-        instead of each edge's ``forward`` (``darts_cnn`` does for the edges leaving one state where
-        ``space.fused_edges`` fuses) so that a kind can compute them together: ``weighted_sum``
-        fuses its ops across the edges. This default calls each edge."""
+        instead of each edge's ``forward`` (``darts_cnn`` does for the edges leaving one state unless
+        ``space.fused_edges`` is false) so that a kind can compute them together: ``weighted_sum``
+        computes the ops that read ``x`` alone once and fuses its conv ops across the edges. This
+        default calls each edge."""
         return [edge(x, w, **inputs) for edge, w in zip(edges, weights)]
 
 

@@ -4,10 +4,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from nas_core.plugins import Registries, collect_registries, make_plugin_manager
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 #: The project's own plugins: the suite loads no other installed one unless a test says so.
@@ -98,3 +102,20 @@ class Payload:
 def os_system_payload(marker) -> Payload:
     """A payload that creates ``marker`` if anything unpickles it (pickled as posix.system)."""
     return Payload(os.system, f"touch '{marker}'")
+
+
+def saved_bytes(fn, *inputs: torch.Tensor) -> int:
+    """Bytes of the distinct storages of activations (over 1 KiB: not per-channel statistics) autograd
+    keeps for backward while ``fn(*inputs)`` is alive."""
+    import torch
+
+    storages = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.untyped_storage().nbytes() > 1024:
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*inputs)
+    return sum(storages.values())

@@ -50,7 +50,8 @@ class SearchCell(nn.Module):
                 return catalog.operations.get(FAMILY, name).factory(channels, stride, False, True)
 
             return catalog.mixed_edge(opts.edge, ops=opts.ops, channels=c, stride=stride, make_op=make_op, zero=zero,
-                                      cell_type="reduce" if reduction else "normal", row=row)
+                                      cell_type="reduce" if reduction else "normal", row=row,
+                                      fused_edges=opts.fused_edges)
 
         edges = cell_edges(opts.nodes)
         self.edges = nn.ModuleList(edge(row, 2 if reduction and src < NUM_INPUTS else 1)
@@ -68,7 +69,7 @@ class SearchCell(nn.Module):
                 recompute_edges: bool = False) -> Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
         relus = [F.relu(s) for s in states]  # shared by every conv op reading the node
-        if chosen is None and fuse_edges(self.fused, states[1]):
+        if chosen is None and self.fused is not False:
             return self._fused(states, relus, weights, recompute_edges)
         row = 0
         for j in range(self.nodes):
@@ -119,21 +120,6 @@ class EdgeGroup(nn.Module):
         if all(type(edge) is kind for edge in self.edges):
             return tuple(kind.forward_group(list(self.edges), x, weights, relu_x=relu_x))
         return tuple(edge(x, w, relu_x=relu_x) for edge, w in zip(self.edges, weights))
-
-
-# Elements of a cell's input up to which fusion is the default on CPU (docs/performance.md): on 2
-# cores the demo's cells (32 768: 64 x 8 x 8 x 8) ran faster fused, the paper config's (1 M: 64 x 16
-# x 32 x 32) slower, its convolutions being compute-bound there. Not yet the default on GPUs, where
-# it is built to win (a step there is bound by kernel launches) but no GPU has measured it yet:
-# benchmarks/gpu_check.sh is the check that would make it one.
-FUSE_ON_CPU_UP_TO = 1 << 17
-
-
-def fuse_edges(option: bool | None, x: Tensor) -> bool:
-    """Whether a cell fuses its edges: ``space.fused_edges``, or when None, on CPU for small inputs."""
-    if option is not None:
-        return option
-    return x.device.type == "cpu" and x.numel() <= FUSE_ON_CPU_UP_TO
 
 
 class _Stack(nn.Module):

@@ -22,9 +22,10 @@ class WeightedSumEdge(MixedEdge):
 
     def __init__(self, options: None, *, ops: tuple[str, ...], channels: int, stride: int,
                  make_op: Callable[[str, int], nn.Module], zero: frozenset[str], cell_type: str | None = None,
-                 row: int | None = None, **context: Any):
+                 row: int | None = None, fused_edges: bool | None = None, **context: Any):
         super().__init__()
         self.stride = stride
+        self.fused_edges = fused_edges  # whether forward_group fuses the conv chains (None: fused.fuse_chains)
         self.position = (cell_type, row)
         live = [(col, name) for col, name in enumerate(ops) if name not in zero]
         self.columns = [col for col, _ in live]
@@ -70,7 +71,7 @@ class WeightedSumEdge(MixedEdge):
 
             rows = weights if len(members) == len(edges) else weights[members]
             sums = fused.weighted_sums([[edge.ops[i] for i in edge.computed] for edge in group], columns, x, rows,
-                                       relu_x, run_op)
+                                       relu_x, run_op, fused.fuse_chains(group[0].fused_edges, x))
             for e, out in zip(members, sums):
                 outs[e] = out
         return outs

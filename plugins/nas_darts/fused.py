@@ -16,6 +16,10 @@ path read them there); at each call they are stacked so that one call computes e
 - any other op (a plugin's) runs per edge;
 - the weighted sum is one multiply-add per column over all edges.
 
+Where the chains run faster per edge (:func:`fuse_chains`: large cells on CPU, where their
+convolutions are bound by arithmetic, and GPUs until measured there), they do, and the rest is still
+computed once per state: the poolings and identity cost neither time nor memory per edge.
+
 Only the arithmetic's order changes: outputs match the per-op path to rounding (tests compare both
 in float64).
 """
@@ -28,10 +32,26 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas_darts.layers import BatchNorm2d, MaxPool2d, RoutedConv2d, conv2d, normalize
-from nas_darts.ops import FactorizedReduce, PreActivated
+from nas_darts.layers import (BatchNorm2d, MaxPool2d, RoutedConv2d, conv2d, keeps_output, normalize, relu_conv2d,
+                              relu_conv_fusable)
+from nas_darts.ops import Chain, FactorizedReduce, PreActivated
 
 POOLS = (nn.MaxPool2d, MaxPool2d, nn.AvgPool2d)
+
+# Elements of a cell's input up to which the chains are fused by default on CPU (docs/performance.md):
+# on 2 cores the demo's cells (32 768: 64 x 8 x 8 x 8) ran faster fused, the paper config's (1 M: 64 x
+# 16 x 32 x 32) slower, their convolutions being compute-bound there. Not yet the default on GPUs,
+# where it is built to win (a step there is bound by kernel launches) but no GPU has measured it yet:
+# benchmarks/gpu_check.sh is the check that would make it one.
+FUSE_ON_CPU_UP_TO = 1 << 17
+
+
+def fuse_chains(option: bool | None, x: Tensor) -> bool:
+    """Whether a group's ReLU-Conv-BN chains run fused across its edges: ``space.fused_edges``, or when
+    None, on CPU for small inputs."""
+    if option is not None:
+        return option
+    return x.device.type == "cpu" and x.numel() <= FUSE_ON_CPU_UP_TO
 
 
 def _conv_key(m: nn.Module) -> tuple | None:
@@ -66,7 +86,7 @@ def op_key(op: nn.Module) -> tuple | None:
     if type(op) is FactorizedReduce:
         keys = (_conv_key(op.conv_1), _conv_key(op.conv_2), _bn_key(op.bn))
         return None if None in keys else ("reduce", *keys)
-    if type(op) is PreActivated and type(op.body) is nn.Sequential and len(op.body) and _conv_key(op.body[0]):
+    if type(op) is PreActivated and type(op.body) in (nn.Sequential, Chain) and len(op.body) and _conv_key(op.body[0]):
         keys = tuple(_layer_key(m) for m in op.body)
         return None if None in keys else ("chain", keys)
     return None
@@ -196,9 +216,10 @@ def _stacked(modules: Sequence[nn.Module], name: str) -> Tensor:
     return concat([getattr(m, name) for m in modules])
 
 
-def _conv(x: Tensor, convs: Sequence[nn.Conv2d], shared_input: bool, repeat: dict[int, Tensor]) -> Tensor:
+def _conv(x: Tensor, convs: Sequence[nn.Conv2d], shared_input: bool, repeat: dict[int, Tensor],
+          relu: bool = False) -> Tensor:
     """Every conv of ``convs`` on its own consecutive channels of ``x`` (or each on the whole of ``x``
-    when ``shared_input``), outputs concatenated in order."""
+    when ``shared_input``), outputs concatenated in order; of ``relu(x)`` when ``relu``."""
     c, n = convs[0], len(convs)
     weight = _stacked(convs, "weight")
     groups = c.groups
@@ -208,7 +229,17 @@ def _conv(x: Tensor, convs: Sequence[nn.Conv2d], shared_input: bool, repeat: dic
         x, groups = repeat[n], c.groups * n
     elif not shared_input:
         groups = c.groups * n
+    if relu:
+        return relu_conv2d(x, weight, c.stride, c.padding, groups)
     return conv2d(x, weight, c.stride, c.padding, c.dilation, groups, c.training)
+
+
+def _relu_deferred(chain: list[nn.Module], depth: int) -> bool:
+    """Whether the ReLU at ``depth`` of ``chain``'s ops runs inside the conv after it
+    (:func:`~nas_darts.layers.relu_conv2d`; as :class:`~nas_darts.ops.Chain` runs it per op)."""
+    body = chain[0].body
+    return (type(body[depth]) is nn.ReLU and 0 < depth < len(body) - 1 and keeps_output(body[depth - 1])
+            and relu_conv_fusable(body[depth + 1]) and torch.is_grad_enabled())
 
 
 def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats) -> list[Tensor]:
@@ -222,9 +253,14 @@ def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats) -
     y, depth = r, 0
     while active:
         layers = [[op.body[depth] for op in chain] for chain in active]
+        # a deferred ReLU passes its block on as it is, for the conv after it to apply
+        relu_next = [type(layer[0]) is nn.ReLU and _relu_deferred(chain, depth) for chain, layer in zip(active, layers)]
+        relu_here = [depth > 0 and type(layer[0]) is not nn.ReLU and _relu_deferred(chain, depth - 1)
+                     for chain, layer in zip(active, layers)]
+        keys = [(_layer_key(layer[0]), relu_next[i], relu_here[i]) for i, layer in enumerate(layers)]
         runs: list[tuple[int, int]] = []  # consecutive chains whose layers are alike: one call each
-        for i, layer in enumerate(layers):
-            if runs and _layer_key(layer[0]) == _layer_key(layers[runs[-1][0]][0]):
+        for i, key in enumerate(keys):
+            if runs and key == keys[runs[-1][0]]:
                 runs[-1] = (runs[-1][0], i + 1)
             else:
                 runs.append((i, i + 1))
@@ -232,12 +268,14 @@ def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats) -
         results = []
         for (a, b), part in zip(runs, parts * len(runs) if depth == 0 else parts):
             mods = [m for layer in layers[a:b] for m in layer]
-            if type(mods[0]) is nn.ReLU:
+            if relu_next[a]:
+                results.append(part)
+            elif type(mods[0]) is nn.ReLU:
                 results.append(F.relu(part))
             elif isinstance(mods[0], nn.BatchNorm2d):
                 results.append(stats.batch_norm(part, mods))
             else:
-                results.append(_conv(part, mods, depth == 0, repeat))
+                results.append(_conv(part, mods, depth == 0, repeat, relu_here[a]))
                 width[a:b] = [m.out_channels * len(layers[i]) for i in range(a, b) for m in layers[i][:1]]
         y = concat(results, 1)
         depth += 1
@@ -321,15 +359,17 @@ class _MixedSum(torch.autograd.Function):
 
 
 def weighted_sums(ops: Sequence[Sequence[nn.Module]], columns: Sequence[int], x: Tensor, weights: Tensor,
-                  relu_x: Tensor | None, run_op) -> list[Tensor]:
+                  relu_x: Tensor | None, run_op, chains_fused: bool = True) -> list[Tensor]:
     """``sum_k weights[e, columns[k]] * ops[e][k](x)`` for every edge ``e``: the mixed outputs of edges
-    whose ``k``-th ops are alike. ``run_op(e, k)`` runs an op that is not fused."""
+    whose ``k``-th ops are alike. ``run_op(e, k)`` runs an op that is not fused, and every chain unless
+    ``chains_fused``; the ops that read ``x`` alone are computed once either way."""
     edges = len(ops)
     r = F.relu(x) if relu_x is None else relu_x
     stats = _RunningStats()
     even = x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
-    # a term is (True, s) for a shared output s, or (False, t) with t every edge's output on consecutive channels
-    terms: list[tuple[bool, Tensor] | None] = [None] * len(columns)
+    # a term is (True, s) for a shared output s, or (False, t) with t every edge's output, on consecutive
+    # channels or (unfused) as a list
+    terms: list[tuple[bool, Tensor | list[Tensor]] | None] = [None] * len(columns)
     chains: list[tuple[int, list[nn.Module]]] = []
     for k in range(len(columns)):
         column = [edge_ops[k] for edge_ops in ops]
@@ -348,15 +388,23 @@ def weighted_sums(ops: Sequence[Sequence[nn.Module]], columns: Sequence[int], x:
                 terms[k] = (normed.shape[1] == pooled.shape[1], normed)
         elif kind == "reduce" and even:
             terms[k] = (False, _factorized_reduce(column, r, stats))
-        elif kind == "chain":
+        elif kind == "chain" and chains_fused:
             chains.append((k, column))
         else:
-            terms[k] = (False, torch.cat([run_op(e, k) for e in range(edges)], 1))
+            outs = [run_op(e, k) for e in range(edges)]
+            terms[k] = (False, outs if not chains_fused else torch.cat(outs, 1))
     if chains:
         for (k, _), out in zip(chains, _chains([column for _, column in chains], r, stats)):
             terms[k] = (False, out)
     stats.write()
-    channels = next(t.shape[1] if shared else t.shape[1] // edges for shared, t in terms)
     shared = tuple(shared for shared, _ in terms)
-    out = _MixedSum.apply(weights, tuple(columns), shared, _layout(x)[1], *(term for _, term in terms))
-    return list(out.split(channels, 1))
+    memory_format = _layout(x)[1]
+    if chains_fused:
+        channels = next(t.shape[1] if shared else t.shape[1] // edges for shared, t in terms)
+        out = _MixedSum.apply(weights, tuple(columns), shared, memory_format, *(term for _, term in terms))
+        return list(out.split(channels, 1))
+    # per edge: its own terms, with the shared ones; a fused term's channel blocks are views
+    per_edge = [t if s or isinstance(t, list) else t.chunk(edges, 1) for s, t in terms]
+    return [_MixedSum.apply(row, tuple(columns), shared, memory_format,
+                            *(t if s else t[e] for s, t in zip(shared, per_edge)))
+            for e, row in enumerate(weights.split(1))]

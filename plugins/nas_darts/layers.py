@@ -10,6 +10,8 @@ they subclass.
 - :func:`normalize`, :class:`BatchNorm2d`: affine-free batch norm in training mode that keeps its
   output for backward instead of its input. The mixed edge's weighted sum keeps that output anyway
   (for the gradient of alpha), so one tensor per op fewer is held in an architecture step.
+- :func:`relu_conv2d`: ``conv2d(relu(y))`` that keeps ``y`` for backward, not ``relu(y)``, and computes
+  the ReLU again there: after an output-keeping BN, whose output is kept anyway, one tensor fewer.
 - :class:`MaxPool2d`: keeps no int64 indices (twice the memory of its float32 output); backward
   finds them again from the input, which the average pooling of the same edge keeps anyway.
 """
@@ -216,6 +218,47 @@ class BatchNorm2d(nn.BatchNorm2d):
                 momentum = 1.0 / float(self.num_batches_tracked)
             return normalize(x, self.running_mean, self.running_var, momentum, self.eps)
         return normalize(x, None, None, 0.0, self.eps)
+
+
+class _ReLUConv(torch.autograd.Function):
+    @staticmethod
+    def forward(y: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int) -> Tensor:
+        return F.conv2d(F.relu(y), weight, None, stride, padding, dilation, groups)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
+        y, weight, *ctx.args = inputs
+        ctx.save_for_backward(y, weight)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple:
+        y, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.args
+        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False]
+        # the calls autograd makes for relu and conv2d, given the same tensors: the same bits; and
+        # differentiable, relu(y) included, for a double backward (the exact Hessian-vector product)
+        grad_r, grad_weight, _ = torch.ops.aten.convolution_backward(
+            grad, F.relu(y), weight, None, list(stride), list(padding), list(dilation), False, [0, 0], groups, mask)
+        grad_y = torch.ops.aten.threshold_backward(grad_r, y, 0) if grad_r is not None else None
+        return grad_y, grad_weight, None, None, None, None
+
+
+def relu_conv2d(y: Tensor, weight: Tensor, stride: Pair, padding: Pair, groups: int) -> Tensor:
+    """``F.conv2d(relu(y), weight)``, bias-free and undilated, keeping ``y`` for backward instead of
+    ``relu(y)``: it pays where ``y`` is kept anyway (an output-keeping BN's output)."""
+    return _ReLUConv.apply(y, weight, tuple(stride), tuple(padding), (1, 1), groups)
+
+
+def relu_conv_fusable(conv: nn.Module) -> bool:
+    """Whether :func:`relu_conv2d` computes ``conv`` as it would itself (``conv2d``'s routes aside)."""
+    return (type(conv) in (nn.Conv2d, RoutedConv2d) and conv.bias is None and conv.padding_mode == "zeros"
+            and not isinstance(conv.padding, str) and conv.dilation == (1, 1)
+            and (conv.kernel_size != (1, 1) or conv.stride == (1, 1)))
+
+
+def keeps_output(bn: nn.Module) -> bool:
+    """Whether ``bn`` (now, in its mode) keeps its output for backward (:class:`BatchNorm2d`)."""
+    return isinstance(bn, BatchNorm2d) and bn.training and not bn.affine
 
 
 class _IndexFreeMaxPool(torch.autograd.Function):

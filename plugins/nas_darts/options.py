@@ -30,8 +30,9 @@ class DartsCnnOptions:
     # search only: recompute each edge's ops during backward instead of keeping their activations
     # (paper config on CPU: about 0.2x the peak memory of keeping them, for about 1.4x the time)
     recompute_edges: bool = False
-    # search only: compute the edges leaving each state together (nas_darts.fused) rather than op by op;
-    # None: where that measured faster (docs/performance.md)
+    # search only: compute the edges leaving each state together (nas_darts.fused), their conv ops fused
+    # too; false: op by op, edge by edge (the reference path); None: the ops that read the state alone
+    # once per state, the conv ops fused where that measured faster (docs/performance.md)
     fused_edges: bool | None = None
     # search only: drop-path on every mixed edge's output in training mode, constant (SNAS's search: 0.3)
     search_drop_path: float = attrs.field(default=0.0, validator=[attrs.validators.ge(0), attrs.validators.lt(1)])

@@ -9,22 +9,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import image_task
+from conftest import image_task, saved_bytes
 from nas_core import Catalog, Component, DataInfo, MixingWeights
 from nas_core.registry import Operation
 from nas_darts.architect import DartsOptions, darts_second_order
 from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace, SearchCell
+from nas_darts import fused as fused_module
 from nas_darts.edges import WeightedSumEdge
+from nas_darts.ops import Chain
 from nas_darts.softmax import SoftmaxOptions, SoftmaxRelaxation
 
 DATA = DataInfo((3, 8, 8), 10)
 TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5}
 
 
-def pair(dtype=torch.float64, data: DataInfo = DATA, **options):
-    """The same supernet twice (same seed): per-op and fused."""
+@pytest.fixture(params=["all", "shared"])
+def fusion(request, monkeypatch) -> bool | None:
+    """``space.fused_edges`` for the fused net: true (all fused), or the default where the chains run per
+    edge (a large cell on CPU) and only the ops that read the state alone are shared."""
+    if request.param == "all":
+        return True
+    monkeypatch.setattr(fused_module, "FUSE_ON_CPU_UP_TO", 0)
+    return None
+
+
+def pair(dtype=torch.float64, data: DataInfo = DATA, fusion: bool | None = True, **options):
+    """The same supernet twice (same seed): per-op and fused (``space.fused_edges=fusion``)."""
     nets = []
-    for fused in (False, True):
+    for fused in (False, fusion):
         torch.manual_seed(0)
         space = DartsCnnSpace(DartsCnnOptions(cells=3, channels=4, fused_edges=fused, **options))
         nets.append(space.build_supernet(data).to(dtype))
@@ -56,8 +68,8 @@ def forward_and_gradients(net, alphas, x):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("channels_last", [False, True])
-def test_fused_equals_per_op_forward_gradients_and_running_statistics(dtype, channels_last):
-    space, per_op, fused = pair(dtype, channels_last=channels_last)
+def test_fused_equals_per_op_forward_gradients_and_running_statistics(dtype, channels_last, fusion):
+    space, per_op, fused = pair(dtype, channels_last=channels_last, fusion=fusion)
     alphas = mixing(space, dtype)
     x = torch.randn(6, *DATA.input_shape, dtype=dtype, generator=torch.Generator().manual_seed(2))
     out_a, grads_a = forward_and_gradients(per_op, alphas, x)
@@ -105,6 +117,58 @@ def test_fused_path_is_taken_and_runs_fewer_convolutions():
     assert calls[1] == 1 + (5 * 8 + 2) + (5 * 8 + 2 + 2) + (5 * 8 + 2 + 3)
 
 
+def test_both_paths_keep_no_relu_inside_a_sep_conv(monkeypatch, fusion):
+    """The sep convs' inner ReLU runs inside the conv after it, per op (``Chain``) and fused alike: in an
+    architecture pass each path keeps one activation per sep conv fewer than it would with the ReLU on
+    its own, the same count for both."""
+    space, per_op, fused = pair(fusion=fusion)
+    weights = softmax(mixing(space, torch.float64))
+    x = torch.randn(4, *DATA.input_shape, dtype=torch.float64)
+    sep_outputs = []
+    hooks = [m.register_forward_hook(lambda m, i, out: sep_outputs.append(out.numel() * 8))
+             for m in per_op.modules() if type(m) is Chain]
+    kept = {net: saved_bytes(lambda x: net(x, arch_weights=weights), x) for net in (per_op, fused)}
+    for hook in hooks:
+        hook.remove()
+    assert len(sep_outputs) == 3 * 14 * 2  # cells x edges x sep convs
+    monkeypatch.setattr(Chain, "forward", nn.Sequential.forward)
+    monkeypatch.setattr(fused_module, "_relu_deferred", lambda chain, depth: False)
+    for net in (per_op, fused):
+        assert saved_bytes(lambda x: net(x, arch_weights=weights), x) - kept[net] == sum(sep_outputs)
+
+
+class CountCalls(torch.overrides.TorchFunctionMode):
+    def __init__(self, *funcs):
+        super().__init__()
+        self.calls = dict.fromkeys(funcs, 0)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self.calls:
+            self.calls[func] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_default_on_a_large_cell_shares_the_poolings_and_runs_the_convolutions_per_edge(monkeypatch):
+    """Where the chains run per edge (``fused_edges: null`` on a large CPU cell), the poolings are still
+    computed once per state: counted calls, per op against the default, in one forward."""
+    monkeypatch.setattr(fused_module, "FUSE_ON_CPU_UP_TO", 0)
+    space, per_op, default = pair(fusion=None)
+    weights = softmax(mixing(space, torch.float64))
+    x = torch.randn(2, *DATA.input_shape, dtype=torch.float64)
+    calls = []
+    for net in (per_op, default):
+        with CountCalls(F.conv2d, F.avg_pool2d, F.max_pool2d) as counter:
+            out = net(x, arch_weights=weights)
+        calls.append(counter.calls)
+    assert close(out, per_op(x, arch_weights=weights), torch.float64)
+    # 3 cells of 14 edges, 5 states with edges leaving them (a pooling of each kind per edge or state)
+    assert calls[0][F.avg_pool2d] == 3 * 14 and calls[1][F.avg_pool2d] == 3 * 5
+    assert calls[0][F.max_pool2d] == 3 * 14 and calls[1][F.max_pool2d] == 3 * 5
+    # the conv chains per edge, as per op; the stride-2 skips of a reduction cell's 2 input states as one
+    # 2x2 convolution each, not two 1x1s per edge (8 edges)
+    assert calls[1][F.conv2d] == calls[0][F.conv2d] - 2 * (8 * 2 - 2)
+
+
 def optimizer(net, space, dtype, **options):
     relax = SoftmaxRelaxation(SoftmaxOptions(init_std=0.5), spec=space.arch_spec()).to(dtype)
     torch.manual_seed(3)
@@ -114,8 +178,8 @@ def optimizer(net, space, dtype, **options):
 
 
 @pytest.mark.parametrize("hvp", ["finite_difference", "exact"])
-def test_second_order_architecture_gradient_is_the_same_fused(hvp):
-    space, per_op, fused = pair()
+def test_second_order_architecture_gradient_is_the_same_fused(hvp, fusion):
+    space, per_op, fused = pair(fusion=fusion)
     gen = torch.Generator().manual_seed(4)
     batches = [(torch.randn(8, *DATA.input_shape, generator=gen, dtype=torch.float64),
                 torch.randint(0, 10, (8,), generator=gen)) for _ in range(3)]
@@ -142,8 +206,8 @@ def test_recomputed_fused_edges_give_the_same_gradients():
     assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
 
 
-def test_hard_sampling_takes_the_per_op_path_unchanged():
-    space, per_op, fused = pair()
+def test_hard_sampling_takes_the_per_op_path_unchanged(fusion):
+    space, per_op, fused = pair(fusion=fusion)
     weights = softmax(mixing(space, torch.float64))
     chosen = {"normal": tuple(i % 8 for i in range(14)), "reduce": tuple((i + 3) % 8 for i in range(14))}
     hard = MixingWeights(dict(weights.items()), chosen=chosen)
@@ -151,9 +215,9 @@ def test_hard_sampling_takes_the_per_op_path_unchanged():
     assert torch.equal(per_op(x, arch_weights=hard), fused(x, arch_weights=hard))
 
 
-def test_edges_that_compute_different_ops_are_fused_in_groups():
+def test_edges_that_compute_different_ops_are_fused_in_groups(fusion):
     """Pruned columns differ per edge: edges computing the same ones are fused together."""
-    space, per_op, fused = pair()
+    space, per_op, fused = pair(fusion=fusion)
     alphas = mixing(space, torch.float64)
     for net in (per_op, fused):
         for cell in net.cells:
@@ -181,11 +245,12 @@ def catalog(registries) -> Catalog:
     return Catalog(registries.operations, registries.mixed_edges)
 
 
-def test_an_op_the_fusion_does_not_know_runs_per_edge_in_a_fused_group(catalog):
-    catalog.operations.add(Operation("doubling", "darts_cnn", lambda c, s, affine, search: Doubling(c, s), "test"))
+def test_an_op_the_fusion_does_not_know_runs_per_edge_in_a_fused_group(catalog, fusion):
+    if "doubling" not in catalog.operations.names("darts_cnn"):  # the registries are the session's
+        catalog.operations.add(Operation("doubling", "darts_cnn", lambda c, s, affine, search: Doubling(c, s), "test"))
     ops = ("none", "max_pool_3x3", "skip_connect", "doubling", "sep_conv_3x3", "dil_conv_5x5")
     nets = []
-    for fused in (False, True):
+    for fused in (False, fusion):
         torch.manual_seed(0)
         space = DartsCnnSpace(DartsCnnOptions(cells=3, channels=4, fused_edges=fused, ops=ops), catalog=catalog)
         nets.append(space.build_supernet(DATA).double())
@@ -212,11 +277,11 @@ def test_a_subclass_that_changes_forward_alone_is_not_fused_past_its_forward():
 
 @pytest.mark.parametrize("edge", [{"name": "darts_minus"}, {"name": "partial_channels", "k": 2},
                                   {"name": "pdarts", "skip_dropout": 0.0}])
-def test_other_edge_kinds_give_the_same_result_with_fusion_on(edge, catalog):
+def test_other_edge_kinds_give_the_same_result_with_fusion_on(edge, catalog, fusion):
     entry = catalog.mixed_edges.get(edge["name"])
     component = Component(edge["name"], entry.options(**{k: v for k, v in edge.items() if k != "name"}))
     nets = []
-    for fused in (False, True):
+    for fused in (False, fusion):
         torch.manual_seed(0)
         space = DartsCnnSpace(DartsCnnOptions(cells=3, channels=8, fused_edges=fused, edge=component),
                               catalog=catalog)
@@ -238,10 +303,10 @@ def test_cells_keep_their_state_dict_keys():
     assert isinstance(fused.cells[0], SearchCell)
 
 
-def test_the_default_fuses_small_cells_on_cpu_only():
-    from nas_darts.cnn_space import FUSE_ON_CPU_UP_TO, fuse_edges
+def test_the_default_fuses_the_chains_of_small_cells_on_cpu_only():
+    from nas_darts.fused import FUSE_ON_CPU_UP_TO, fuse_chains
 
     small, large = torch.empty(FUSE_ON_CPU_UP_TO), torch.empty(FUSE_ON_CPU_UP_TO + 1)
-    assert fuse_edges(None, small) and not fuse_edges(None, large)
-    assert not fuse_edges(None, torch.empty(8, device="meta"))  # not measured on an accelerator yet
-    assert fuse_edges(True, large) and not fuse_edges(False, small)
+    assert fuse_chains(None, small) and not fuse_chains(None, large)
+    assert not fuse_chains(None, torch.empty(8, device="meta"))  # not measured on an accelerator yet
+    assert fuse_chains(True, large) and not fuse_chains(False, small)

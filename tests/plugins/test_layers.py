@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from nas_darts.layers import BatchNorm2d, MaxPool2d, RoutedConv2d, dilated_route, normalize, spread
-from nas_darts.ops import FactorizedReduce, make_op
+from conftest import saved_bytes
+from nas_darts.layers import BatchNorm2d, MaxPool2d, RoutedConv2d, dilated_route, normalize, relu_conv2d, spread
+from nas_darts.ops import Chain, FactorizedReduce, make_op
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:
@@ -146,21 +147,6 @@ def test_strided_1x1_convs_run_at_stride_1_over_the_pixels_they_read(monkeypatch
     assert torch.equal(out, F.conv2d(x, conv.weight, stride=2))
 
 
-def saved_bytes(fn, *inputs: torch.Tensor) -> int:
-    """Bytes of the distinct storages of activations (over 1 KiB: not per-channel statistics) autograd
-    keeps for backward while ``fn(*inputs)`` is alive."""
-    storages = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if t.untyped_storage().nbytes() > 1024:
-            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn(*inputs)
-    return sum(storages.values())
-
-
 @pytest.mark.parametrize("running", [True, False])
 @pytest.mark.parametrize("memory_format", ["channels_last", "contiguous"])
 def test_normalize_equals_torchs_batch_norm(running, memory_format):
@@ -254,3 +240,55 @@ def test_max_pool_equals_torchs_and_keeps_no_indices(stride, memory_format):
         assert torch.equal(a, b)
     theirs = saved_bytes(nn.MaxPool2d(3, stride, 1), x.requires_grad_())
     assert saved_bytes(MaxPool2d(3, stride, 1), x) == x.numel() * 8 < theirs  # the input alone
+
+
+@pytest.mark.parametrize("kernel,stride,groups", [(3, 1, 6), (5, 2, 6), (1, 1, 1), (3, 2, 2)])
+@pytest.mark.parametrize("memory_format", ["channels_last", "contiguous"])
+def test_relu_conv_equals_torchs_relu_then_conv_bit_for_bit(kernel, stride, groups, memory_format):
+    """The same calls as autograd's for ``conv(relu(y))``, so the same bits, first order; second order
+    (the exact Hessian-vector product differentiates the backward) to rounding, and gradgradcheck."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(6, 6, kernel, stride, kernel // 2, groups=groups, bias=False).double()
+    y = torch.randn(2, 6, 8, 8, dtype=torch.float64)
+    y = channels_last(y) if memory_format == "channels_last" else y
+    results = []
+    for fn in (lambda y: relu_conv2d(y, conv.weight, conv.stride, conv.padding, groups), lambda y: conv(F.relu(y))):
+        yi = y.detach().requires_grad_()
+        out = fn(yi)
+        g = torch.randn(out.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+        grads = torch.autograd.grad(out, (yi, conv.weight), g, create_graph=True)
+        second = torch.autograd.grad(sum((t * t).sum() for t in grads), (yi, conv.weight))
+        results.append(((out, *grads), second))
+    assert all(torch.equal(a, b) for a, b in zip(results[0][0], results[1][0]))
+    assert all((a - b).abs().max().item() < 1e-12 for a, b in zip(results[0][1], results[1][1]))
+    small = torch.randn(1, 6, 4, 4, dtype=torch.float64, requires_grad=True)
+    fn = lambda y, w: relu_conv2d(y, w, conv.stride, conv.padding, groups)  # noqa: E731
+    assert torch.autograd.gradgradcheck(fn, (small, conv.weight.detach().requires_grad_()))
+
+
+def test_the_sep_conv_keeps_one_activation_fewer_and_computes_the_same():
+    """The sep conv's inner ReLU runs inside the second depthwise conv (``Chain``): the same outputs and
+    gradients bit for bit as ``nn.Sequential`` over the same modules, the same state_dict, and one
+    activation fewer kept in an architecture pass's ``w * op(x)``."""
+    torch.manual_seed(0)
+    op = make_op("sep_conv_3x3", 8, 1, affine=False, search=True).double()
+    assert type(op.body) is Chain
+    plain = copy.deepcopy(op)
+    plain.body = nn.Sequential(*plain.body)
+    assert op.state_dict().keys() == plain.state_dict().keys()
+    x = channels_last(torch.randn(4, 8, 16, 16, dtype=torch.float64))
+    w = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    results = []
+    for module in (op, plain):
+        xi = x.detach().requires_grad_()
+        out = w * module(xi)
+        results.append((out, *torch.autograd.grad(out.square().sum(), (xi, w, *module.parameters()))))
+    assert all(torch.equal(a, b) for a, b in zip(*results))
+    assert op.state_dict().keys() == plain.state_dict().keys()
+    for a, b in zip(op.state_dict().values(), plain.state_dict().values()):
+        assert torch.equal(a, b)
+    activation = x.numel() * 8
+    xr = x.requires_grad_()
+    assert saved_bytes(lambda x: w * plain(x), xr) - saved_bytes(lambda x: w * op(x), xr) == activation
+    op.eval()  # eval mode: the BN keeps no output, and the chain runs as nn.Sequential
+    assert torch.equal(op(x), plain.eval()(x))
