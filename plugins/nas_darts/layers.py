@@ -10,6 +10,8 @@ they subclass.
 - :func:`normalize`, :class:`BatchNorm2d`: affine-free batch norm in training mode that keeps its
   output for backward instead of its input. The mixed edge's weighted sum keeps that output anyway
   (for the gradient of alpha), so one tensor per op fewer is held in an architecture step.
+- :func:`crop`: in training passes on CPU, a kernel larger than the map it runs over (a 5x5 on the
+  2x2 maps of the demo's last cells) without the taps at its borders that read only padding.
 - :func:`relu_conv2d`: ``conv2d(relu(y))`` that keeps ``y`` for backward, not ``relu(y)``, and computes
   the ReLU again there: after an output-keeping BN, whose output is kept anyway, one tensor fewer.
 - :class:`MaxPool2d`: keeps no int64 indices (twice the memory of its float32 output); backward
@@ -122,6 +124,40 @@ class _PhaseConv(torch.autograd.Function):
         return grad_x, grad_weight, None, None
 
 
+def _live_taps(size: int, out: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """How many taps at each end of one axis of a kernel read only padding, for every output position
+    (the same number at both ends, or 0)."""
+    # tap i reads x[o * stride + i * dilation - padding] for o < out: from its first output to its last
+    first = next((i for i in range(kernel) if i * dilation - padding + (out - 1) * stride >= 0), kernel)
+    last = next((i for i in reversed(range(kernel)) if i * dilation - padding <= size - 1), -1)
+    ends = first if first == kernel - 1 - last and first <= last else 0
+    return min(ends, padding // dilation)  # the cropped kernel's padding, padding - ends * dilation, is >= 0
+
+
+def crop(weight: Tensor, x: Tensor, stride: Pair, padding: Pair, dilation: Pair) -> tuple[Tensor, Pair, Pair]:
+    """The kernel without the taps at its borders that read only padding over ``x`` (a 5x5 over a 2x2
+    map: its 3x3 center; a 3x3 of dilation 2 there: its center tap), with the padding and dilation
+    that give the same output. Exact: a dropped tap multiplies only zeros, and its gradient, zero, is
+    what the slice's backward gives it. On CPU oneDNN's depthwise convolutions with a kernel larger than
+    the map are several times slower than with the cropped one (docs/performance.md)."""
+    (h, w), (k_h, k_w) = x.shape[-2:], weight.shape[-2:]
+    if k_h == k_w == 1:
+        return weight, padding, dilation
+    o_h = (h + 2 * padding[0] - dilation[0] * (k_h - 1) - 1) // stride[0] + 1
+    o_w = (w + 2 * padding[1] - dilation[1] * (k_w - 1) - 1) // stride[1] + 1
+    if o_h < 1 or o_w < 1:
+        return weight, padding, dilation
+    c_h = _live_taps(h, o_h, k_h, stride[0], padding[0], dilation[0])
+    c_w = _live_taps(w, o_w, k_w, stride[1], padding[1], dilation[1])
+    if not (c_h or c_w):
+        return weight, padding, dilation
+    weight = weight[..., c_h:k_h - c_h, c_w:k_w - c_w]
+    padding = (padding[0] - c_h * dilation[0], padding[1] - c_w * dilation[1])
+    # one tap left on an axis: its dilation no longer matters (an undilated kernel takes faster kernels)
+    dilation = (1 if weight.shape[-2] == 1 else dilation[0], 1 if weight.shape[-1] == 1 else dilation[1])
+    return weight, padding, dilation
+
+
 def conv2d(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int,
            training: bool) -> Tensor:
     """``F.conv2d`` without bias; a dilated depthwise conv by the fastest exact route measured
@@ -129,7 +165,10 @@ def conv2d(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pai
     without padding as the stride-1 conv over the pixels it reads. torch 2.14.1's oneDNN computes the
     weight gradient of a strided 1x1 conv over channels-last input of under 8 channels (AVX2; one
     SIMD block) wrongly, or hangs, or corrupts the heap (oneDNN issue #6035, its "rtus" workspace);
-    at stride 1 it takes another kernel, which is right."""
+    at stride 1 it takes another kernel, which is right. In training passes on CPU, a kernel larger
+    than the map loses its taps that read only padding first (:func:`crop`)."""
+    if training and torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 4:
+        weight, padding, dilation = crop(weight, x, tuple(stride), tuple(padding), tuple(dilation))
     if (x.device.type == "cpu" and weight.shape[-2:] == (1, 1) and max(stride) > 1
             and tuple(padding) == (0, 0) and x.dim() == 4):
         return F.conv2d(x[:, :, ::stride[0], ::stride[1]], weight, None, 1, 0, 1, groups)
@@ -246,7 +285,10 @@ class _ReLUConv(torch.autograd.Function):
 def relu_conv2d(y: Tensor, weight: Tensor, stride: Pair, padding: Pair, groups: int) -> Tensor:
     """``F.conv2d(relu(y), weight)``, bias-free and undilated, keeping ``y`` for backward instead of
     ``relu(y)``: it pays where ``y`` is kept anyway (an output-keeping BN's output)."""
-    return _ReLUConv.apply(y, weight, tuple(stride), tuple(padding), (1, 1), groups)
+    stride, padding, dilation = tuple(stride), tuple(padding), (1, 1)
+    if y.device.type == "cpu" and y.dim() == 4:  # it runs in training passes only: as conv2d there
+        weight, padding, dilation = crop(weight, y, stride, padding, dilation)
+    return _ReLUConv.apply(y, weight, stride, padding, dilation, groups)
 
 
 def relu_conv_fusable(conv: nn.Module) -> bool:

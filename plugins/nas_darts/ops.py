@@ -55,9 +55,8 @@ def relu_conv_bn(c_in: int, c_out: int, kernel: int, stride: int, padding: int, 
 
 def _dw_pw(c_in: int, c_out: int, kernel: int, stride: int, dilation: int, affine: bool) -> list[nn.Module]:
     padding = dilation * (kernel - 1) // 2
-    depthwise = RoutedConv2d if dilation > 1 else nn.Conv2d
     return [
-        depthwise(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation, groups=c_in, bias=False),
+        RoutedConv2d(c_in, c_in, kernel, stride=stride, padding=padding, dilation=dilation, groups=c_in, bias=False),
         nn.Conv2d(c_in, c_out, 1, bias=False),
         BatchNorm2d(c_out, affine=affine),
     ]

@@ -12,7 +12,8 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from conftest import saved_bytes
-from nas_darts.layers import BatchNorm2d, MaxPool2d, RoutedConv2d, dilated_route, normalize, relu_conv2d, spread
+from nas_darts.layers import (BatchNorm2d, MaxPool2d, RoutedConv2d, conv2d, crop, dilated_route, normalize, relu_conv2d,
+                              spread)
 from nas_darts.ops import Chain, FactorizedReduce, make_op
 
 
@@ -81,11 +82,49 @@ def test_the_phases_conv_passes_gradcheck_and_keeps_only_its_input():
     assert saved_bytes(conv, x) == saved_bytes(reference, x) == x.numel() * x.element_size()
 
 
-def test_dilated_conv_ops_use_it_in_search_and_evaluation():
+def test_the_depthwise_convs_of_the_conv_ops_use_it_in_search_and_evaluation():
     for search in (True, False):
         op = make_op("dil_conv_5x5", 4, 2, affine=not search, search=search)
         assert type(op.body[0]) is RoutedConv2d and op.body[0].dilation == (2, 2)
-        assert type(make_op("sep_conv_3x3", 4, 1, affine=True, search=search).body[0]) is nn.Conv2d
+        sep = make_op("sep_conv_3x3", 4, 1, affine=not search, search=search)
+        assert [type(m) for m in sep.body if isinstance(m, nn.Conv2d) and m.groups > 1] == [RoutedConv2d] * 2
+
+
+@pytest.mark.parametrize("size,kernel,dilation,stride,cropped", [
+    (2, 5, 1, 1, (3, 1, 1)),  # a 5x5 over a 2x2 map: its 3x3 center
+    (2, 3, 2, 1, (1, 0, 1)),  # a dilated 3x3 there: its center tap, an undilated 1x1
+    (2, 5, 2, 2, (1, 0, 1)),
+    (4, 5, 2, 1, (3, 2, 2)),  # a dilated 5x5 over 4x4: its 3x3 of dilation 2
+    (4, 5, 2, 2, (3, 2, 2)),
+    (2, 5, 1, 2, None),  # the dead taps at one end only: kept (an asymmetric padding would be needed)
+    (8, 5, 1, 1, None),  # every tap reads the map
+    (7, 5, 2, 1, None),  # "valid"-like padding 1: tap 0 reads padding only, but dropping it needs padding -1
+])
+def test_crop_drops_only_taps_that_read_padding(size, kernel, dilation, stride, cropped):
+    """In training passes on CPU, ``conv2d`` crops the kernel to the taps that can read the map: the
+    same outputs and gradients, first and second order, as torch's uncropped conv."""
+    torch.manual_seed(0)
+    padding = 1 if size == 7 else dilation * (kernel - 1) // 2
+    x = channels_last(torch.randn(3, 6, size, size, dtype=torch.float64))
+    weight = torch.randn(6, 1, kernel, kernel, dtype=torch.float64)
+    args = ((stride, stride), (padding, padding), (dilation, dilation))
+    w, p, d = crop(weight, x, *args)
+    assert (None if w.shape == weight.shape else (w.shape[-1], p[0], d[0])) == cropped
+    results = []
+    for fn in (lambda x, w: conv2d(x, w, *args, 6, True), lambda x, w: F.conv2d(x, w, None, *args, 6)):
+        xi, wi = x.detach().requires_grad_(), weight.detach().requires_grad_()
+        y = fn(xi, wi)
+        g = torch.linspace(-1, 1, y.numel(), dtype=torch.float64).view_as(y)
+        gx, gw = torch.autograd.grad(y, (xi, wi), g, create_graph=True)
+        ggx, ggw = torch.autograd.grad((gx.square().sum() + gw.square().sum()), (xi, wi), allow_unused=True,
+                                       materialize_grads=True)
+        results.append((y, gx, gw, ggx, ggw))
+    for a, b in zip(*results):
+        assert a.shape == b.shape and (a - b).abs().max().item() < 1e-12
+    small = channels_last(torch.randn(1, 2, size, size, dtype=torch.float64)).requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda x, w: conv2d(x, w, *args, 2, True),
+                                        (small, torch.randn(2, 1, kernel, kernel, dtype=torch.float64,
+                                                            requires_grad=True)))
 
 
 def test_the_routes_are_taken_where_the_rule_says(monkeypatch):
@@ -264,6 +303,19 @@ def test_relu_conv_equals_torchs_relu_then_conv_bit_for_bit(kernel, stride, grou
     small = torch.randn(1, 6, 4, 4, dtype=torch.float64, requires_grad=True)
     fn = lambda y, w: relu_conv2d(y, w, conv.stride, conv.padding, groups)  # noqa: E731
     assert torch.autograd.gradgradcheck(fn, (small, conv.weight.detach().requires_grad_()))
+
+
+def test_relu_conv_crops_a_kernel_larger_than_the_map_exactly():
+    torch.manual_seed(0)
+    y = channels_last(torch.randn(3, 4, 2, 2, dtype=torch.float64)).requires_grad_()
+    weight = torch.randn(4, 1, 5, 5, dtype=torch.float64, requires_grad=True)
+    ours = relu_conv2d(y, weight, (1, 1), (2, 2), 4)
+    theirs = F.conv2d(F.relu(y), weight, None, 1, 2, 1, 4)
+    g = torch.randn_like(theirs)
+    for a, b in zip((ours, *torch.autograd.grad(ours, (y, weight), g)),
+                    (theirs, *torch.autograd.grad(theirs, (y, weight), g))):
+        assert (a - b).abs().max().item() < 1e-12
+    assert torch.autograd.gradgradcheck(lambda y, w: relu_conv2d(y, w, (1, 1), (2, 2), 4), (y, weight))
 
 
 def test_the_sep_conv_keeps_one_activation_fewer_and_computes_the_same():
