@@ -32,9 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas_darts.layers import (BatchNorm2d, MaxPool2d, RoutedConv2d, conv2d, keeps_output, normalize, relu_conv2d,
-                              relu_conv_fusable)
-from nas_darts.ops import Chain, FactorizedReduce, PreActivated
+from nas_darts.layers import BatchNorm2d, MaxPool2d, RoutedConv2d, conv2d, normalize, relu_conv2d
+from nas_darts.ops import Chain, FactorizedReduce, PreActivated, relu_in_conv
 
 POOLS = (nn.MaxPool2d, MaxPool2d, nn.AvgPool2d)
 
@@ -235,11 +234,8 @@ def _conv(x: Tensor, convs: Sequence[nn.Conv2d], shared_input: bool, repeat: dic
 
 
 def _relu_deferred(chain: list[nn.Module], depth: int) -> bool:
-    """Whether the ReLU at ``depth`` of ``chain``'s ops runs inside the conv after it
-    (:func:`~nas_darts.layers.relu_conv2d`; as :class:`~nas_darts.ops.Chain` runs it per op)."""
-    body = chain[0].body
-    return (type(body[depth]) is nn.ReLU and 0 < depth < len(body) - 1 and keeps_output(body[depth - 1])
-            and relu_conv_fusable(body[depth + 1]) and torch.is_grad_enabled())
+    """Whether the ReLU at ``depth`` of ``chain``'s ops runs inside the conv after it, as per op."""
+    return relu_in_conv(chain[0].body, depth)
 
 
 def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats) -> list[Tensor]:
@@ -254,9 +250,8 @@ def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats) -
     while active:
         layers = [[op.body[depth] for op in chain] for chain in active]
         # a deferred ReLU passes its block on as it is, for the conv after it to apply
-        relu_next = [type(layer[0]) is nn.ReLU and _relu_deferred(chain, depth) for chain, layer in zip(active, layers)]
-        relu_here = [depth > 0 and type(layer[0]) is not nn.ReLU and _relu_deferred(chain, depth - 1)
-                     for chain, layer in zip(active, layers)]
+        relu_next = [_relu_deferred(chain, depth) for chain in active]
+        relu_here = [depth > 0 and _relu_deferred(chain, depth - 1) for chain in active]
         keys = [(_layer_key(layer[0]), relu_next[i], relu_here[i]) for i, layer in enumerate(layers)]
         runs: list[tuple[int, int]] = []  # consecutive chains whose layers are alike: one call each
         for i, key in enumerate(keys):

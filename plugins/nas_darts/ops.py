@@ -6,7 +6,7 @@ search cell can compute the ReLU of a node once and share it among every conv op
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,13 @@ class PreActivated(nn.Module):
         return self.body(F.relu(x))
 
 
+def relu_in_conv(layers: Sequence[nn.Module], i: int) -> bool:
+    """Whether the ReLU ``layers[i]`` runs inside the conv after it (``relu_conv2d``): between a BN
+    that keeps its output and a conv ``relu_conv2d`` computes, in a pass that keeps tensors."""
+    return (type(layers[i]) is nn.ReLU and 0 < i < len(layers) - 1 and keeps_output(layers[i - 1])
+            and relu_conv_fusable(layers[i + 1]) and torch.is_grad_enabled())
+
+
 class Chain(nn.Sequential):
     """``nn.Sequential`` (the same modules and state_dict keys) whose ReLU between a BN that keeps its
     output and a conv runs inside the conv (:func:`~nas_darts.layers.relu_conv2d`): the conv then keeps
@@ -35,8 +42,7 @@ class Chain(nn.Sequential):
         layers = list(self)
         i = 0
         while i < len(layers):
-            if (type(layers[i]) is nn.ReLU and 0 < i < len(layers) - 1 and keeps_output(layers[i - 1])
-                    and relu_conv_fusable(layers[i + 1]) and torch.is_grad_enabled()):
+            if relu_in_conv(layers, i):
                 conv = layers[i + 1]
                 x = relu_conv2d(x, conv.weight, conv.stride, conv.padding, conv.groups)
                 i += 2
