@@ -153,19 +153,17 @@ class _RunningStats:
                 torch._foreach_add_(self.counts, 1)
 
 
+# forward(ctx, ...), not setup_context: see layers.py
 class _Concat(torch.autograd.Function):
     """``torch.cat(tensors, dim)``, whose backward is one split into views (torch's is a slice per
     input): the backward of stacking every op's parameters runs in every backward pass."""
 
     @staticmethod
-    def forward(dim: int, *tensors: Tensor) -> Tensor:
-        return torch.cat(tensors, dim)
-
-    @staticmethod
-    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
-        ctx.dim = inputs[0]
-        ctx.sizes = [t.shape[ctx.dim] for t in inputs[1:]]
-        ctx.channels_last = ctx.dim == 1 and _layout(output)[1] == torch.channels_last
+    def forward(ctx, dim: int, *tensors: Tensor) -> Tensor:
+        out = torch.cat(tensors, dim)
+        ctx.dim, ctx.sizes = dim, [t.shape[dim] for t in tensors]
+        ctx.channels_last = dim == 1 and _layout(out)[1] == torch.channels_last
+        return out
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple:
@@ -194,12 +192,9 @@ class _Repeat(torch.autograd.Function):
     contiguous tensor, which turns a channels-last convolution into a much slower one)."""
 
     @staticmethod
-    def forward(x: Tensor, n: int) -> Tensor:
+    def forward(ctx, x: Tensor, n: int) -> Tensor:
+        ctx.n, ctx.like = n, _layout(x)
         return torch.cat([x] * n, 1)
-
-    @staticmethod
-    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
-        ctx.n, ctx.like = inputs[1], _layout(inputs[0])
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple:
@@ -305,8 +300,10 @@ class _MixedSum(torch.autograd.Function):
     each term once for backward, as the products would."""
 
     @staticmethod
-    def forward(weights: Tensor, columns: tuple[int, ...], shared: tuple[bool, ...], memory_format: torch.memory_format,
-                *terms: Tensor) -> Tensor:
+    def forward(ctx, weights: Tensor, columns: tuple[int, ...], shared: tuple[bool, ...],
+                memory_format: torch.memory_format, *terms: Tensor) -> Tensor:
+        ctx.columns, ctx.shared, ctx.memory_format = columns, shared, memory_format
+        ctx.save_for_backward(weights, *terms)
         edges = weights.shape[0]
         scale = weights.t().reshape(weights.shape[1], 1, edges, 1, 1, 1).unbind(0)
         like = terms[0]
@@ -324,11 +321,6 @@ class _MixedSum(torch.autograd.Function):
             else:
                 out.addcmul_(term, scale[col])
         return out.flatten(1, 2)
-
-    @staticmethod
-    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
-        weights, ctx.columns, ctx.shared, ctx.memory_format, *terms = inputs
-        ctx.save_for_backward(weights, *terms)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple:

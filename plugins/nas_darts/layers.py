@@ -57,12 +57,12 @@ def dilated_route(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilati
 
     - ``"subsample"`` (stride = dilation, "same" padding): the conv reads only every ``dilation``-th
       row and column, so it is the undilated kernel over that subsampled input;
-    - ``"phases"`` (stride 1, "same" padding, maps over 8x8 that the dilation divides): the
-      ``dilation[0] * dilation[1]`` interleaved sub-images are each convolved by the undilated kernel,
-      as one batch, and interleaved back (one copy of the input each way);
+    - ``"phases"`` (stride 1, "same" padding, maps that the dilation divides; for 3x3 kernels only
+      maps over 8x8): the ``dilation[0] * dilation[1]`` interleaved sub-images are each convolved by
+      the undilated kernel, as one batch, and interleaved back (one copy of the input each way);
     - ``"spread"`` (other strides over 1; 3x3 kernels on maps of up to 8x8, where the phases are too
       small to gain): the undilated kernel that holds the taps with zeros between them
-      (:func:`spread`); spread, a 5x5 kernel (9x9) covers such a map and is slower than torch's.
+      (:func:`spread`).
 
     Only in training passes (``training``, grad enabled), where a backward follows: the forward alone
     gains little, and a count of the architecture's multiply-adds (eval mode or no_grad) should see
@@ -75,9 +75,11 @@ def dilated_route(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilati
     if same and tuple(stride) == tuple(dilation):
         return "subsample"
     small = x.shape[-1] * x.shape[-2] <= 64
-    if same and max(stride) == 1 and not small and x.shape[-2] % dilation[0] == 0 and x.shape[-1] % dilation[1] == 0:
+    large_kernel = max(weight.shape[-2:]) > 3
+    if (same and max(stride) == 1 and (large_kernel or not small)
+            and x.shape[-2] % dilation[0] == 0 and x.shape[-1] % dilation[1] == 0):
         return "phases"
-    return "spread" if max(stride) > 1 or (small and max(weight.shape[-2:]) <= 3) else "torch"
+    return "spread" if max(stride) > 1 or (small and not large_kernel) else "torch"
 
 
 def _to_phases(x: Tensor, dilation: Pair) -> Tensor:
@@ -98,19 +100,19 @@ def _from_phases(y: Tensor, dilation: Pair) -> Tensor:
             .reshape(n, h * d_h, w * d_w, c).permute(0, 3, 1, 2))
 
 
+# The autograd functions here and in fused.py define forward(ctx, ...), not setup_context: with
+# setup_context, every call binds its arguments through inspect.signature (about 25 us, and a demo
+# search step makes over 2,000 such calls).
 class _PhaseConv(torch.autograd.Function):
     """A stride-1 dilated conv with "same" padding as the undilated kernel over the interleaved
     sub-images of ``x`` (:func:`_to_phases`), batched, interleaved back. Keeps ``x`` for backward,
     not its rearranged copy: the ops of a search edge keep ``x`` anyway."""
 
     @staticmethod
-    def forward(x: Tensor, weight: Tensor, dilation: Pair, groups: int) -> Tensor:
-        return _from_phases(F.conv2d(_to_phases(x, dilation), weight, None, 1, _half(weight), 1, groups), dilation)
-
-    @staticmethod
-    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
-        x, weight, ctx.dilation, ctx.groups = inputs
+    def forward(ctx, x: Tensor, weight: Tensor, dilation: Pair, groups: int) -> Tensor:
+        ctx.dilation, ctx.groups = dilation, groups
         ctx.save_for_backward(x, weight)
+        return _from_phases(F.conv2d(_to_phases(x, dilation), weight, None, 1, _half(weight), 1, groups), dilation)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple:
@@ -206,15 +208,12 @@ class _OutputSavingBatchNorm(torch.autograd.Function):
     that a double backward (the exact Hessian-vector product) sees its dependence on ``x``."""
 
     @staticmethod
-    def forward(x: Tensor, running_mean: Tensor | None, running_var: Tensor | None, momentum: float,
+    def forward(ctx, x: Tensor, running_mean: Tensor | None, running_var: Tensor | None, momentum: float,
                 eps: float) -> tuple[Tensor, Tensor]:
         y, _, invstd = torch.native_batch_norm(x, None, None, running_mean, running_var, True, momentum, eps)
-        return y, invstd
-
-    @staticmethod
-    def setup_context(ctx, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(*output)
+        ctx.save_for_backward(y, invstd)
+        return y, invstd
 
     @staticmethod
     def backward(ctx, grad: Tensor | None, grad_invstd: Tensor | None) -> tuple:
@@ -261,13 +260,10 @@ class BatchNorm2d(nn.BatchNorm2d):
 
 class _ReLUConv(torch.autograd.Function):
     @staticmethod
-    def forward(y: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int) -> Tensor:
-        return F.conv2d(F.relu(y), weight, None, stride, padding, dilation, groups)
-
-    @staticmethod
-    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
-        y, weight, *ctx.args = inputs
+    def forward(ctx, y: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int) -> Tensor:
+        ctx.args = stride, padding, dilation, groups
         ctx.save_for_backward(y, weight)
+        return F.conv2d(F.relu(y), weight, None, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple:
@@ -305,13 +301,10 @@ def keeps_output(bn: nn.Module) -> bool:
 
 class _IndexFreeMaxPool(torch.autograd.Function):
     @staticmethod
-    def forward(x: Tensor, kernel: tuple, stride: tuple, padding: tuple) -> Tensor:
+    def forward(ctx, x: Tensor, kernel: tuple, stride: tuple, padding: tuple) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.args = kernel, stride, padding
         return F.max_pool2d(x, kernel, stride, padding)
-
-    @staticmethod
-    def setup_context(ctx, inputs: tuple, output: Tensor) -> None:
-        ctx.save_for_backward(inputs[0])
-        ctx.args = inputs[1:]
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple:

@@ -10,7 +10,7 @@ from torch.func import functional_call
 
 from conftest import StepRun, image_task
 from nas_core import DataInfo, MixingWeights
-from nas_darts.architect import DartsOptions, darts_first_order, darts_second_order, tied_parameters
+from nas_darts.architect import DartsOptions, _aliased, darts_first_order, darts_second_order, tied_parameters
 from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace
 from nas_darts.softmax import SoftmaxOptions, SoftmaxRelaxation
 
@@ -271,3 +271,17 @@ def test_defaults_of_the_public_rnn_code_options_leave_the_cnn_search_as_it_was(
         opt.step(train, val, {}, StepRun())
         results.append((flat(grads), flat(opt.weights).detach(), flat(opt.alphas).detach()))
     assert all(torch.equal(a, b) for other in results[1:] for a, b in zip(results[0], other))
+
+
+def test_functional_call_reties_tensors_only_where_one_has_two_names():
+    """``functional_call`` re-ties tensors registered under several names by walking every module on
+    every call: the architect asks for it only where the network has such a tensor."""
+    opt, _, _ = make(True, xi=None)
+    assert not opt.aliased and not _aliased(opt.net)
+    shared = torch.nn.Linear(2, 2)
+    assert _aliased(torch.nn.ModuleDict({"encoder": shared, "decoder": shared}))
+    net = torch.nn.Module()
+    net.a, net.b = torch.nn.BatchNorm1d(2), torch.nn.BatchNorm1d(2)
+    assert not _aliased(net)
+    net.b.register_buffer("running_mean", net.a.running_mean)
+    assert _aliased(net)

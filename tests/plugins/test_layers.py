@@ -31,7 +31,7 @@ def expected_route(memory_format: str, stride: int, size: int, kernel: int, same
         return "torch"
     if same and stride == 2:
         return "subsample"
-    if same and stride == 1 and size > 8 and size % 2 == 0:
+    if same and stride == 1 and (size > 8 or kernel == 5) and size % 2 == 0:
         return "phases"
     return "spread" if stride == 2 or (size <= 8 and kernel == 3) else "torch"
 
