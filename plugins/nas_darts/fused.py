@@ -26,6 +26,7 @@ in float64).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
 import torch
@@ -60,35 +61,61 @@ def _conv_key(m: nn.Module) -> tuple | None:
 
 
 def _bn_key(m: nn.Module | None) -> tuple | None:
+    """A BN's key without its mode (which the callers add, read at each call)."""
     # momentum None (a cumulative average) reads each module's own count: not fused
     if type(m) not in (nn.BatchNorm2d, BatchNorm2d) or m.momentum is None:
         return None
-    return ("bn", m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats, m.training)
+    return ("bn", m.num_features, m.eps, m.momentum, m.affine, m.track_running_stats)
+
+
+# A module's key reads what is fixed when it is built (types, sizes, options), so it is made once per
+# module: a demo step asks for thousands, and making them was a tenth of its Python time. Only the
+# modes of the BNs, which .train() and .eval() change, are read at every call.
+_LAYER_KEYS: weakref.WeakKeyDictionary[nn.Module, tuple | None] = weakref.WeakKeyDictionary()
+_OP_KEYS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple | None, tuple[nn.Module, ...]]] = weakref.WeakKeyDictionary()
+
+
+_UNSET = object()
 
 
 def _layer_key(m: nn.Module) -> tuple | None:
-    return ("relu",) if type(m) is nn.ReLU else _conv_key(m) or _bn_key(m)
+    key = _LAYER_KEYS.get(m, _UNSET)
+    if key is _UNSET:
+        key = _LAYER_KEYS[m] = ("relu",) if type(m) is nn.ReLU else _conv_key(m) or _bn_key(m)
+    return (*key, m.training) if key is not None and key[0] == "bn" else key
 
 
-def op_key(op: nn.Module) -> tuple | None:
-    """How an op can be fused, with everything two ops must share to be fused together; None: it
-    runs on its own."""
+def _op_key_and_bns(op: nn.Module) -> tuple[tuple | None, tuple[nn.Module, ...]]:
+    """``op``'s key without modes, and the BNs whose modes complete it."""
     if type(op) is nn.Identity:
-        return ("identity",)
+        return ("identity",), ()
     if type(op) in POOLS:
-        return ("shared", repr(op), None)
+        return ("shared", repr(op), None), ()
     if type(op) is nn.Sequential and len(op) == 2 and type(op[0]) in POOLS:
         bn = _bn_key(op[1])
         if bn is None or op[1].affine:  # an affine BN's output differs per edge
-            return None
-        return ("shared", repr(op[0]), bn)
+            return None, ()
+        return ("shared", repr(op[0]), bn), (op[1],)
     if type(op) is FactorizedReduce:
         keys = (_conv_key(op.conv_1), _conv_key(op.conv_2), _bn_key(op.bn))
-        return None if None in keys else ("reduce", *keys)
+        return (None, ()) if None in keys else (("reduce", *keys), (op.bn,))
     if type(op) is PreActivated and type(op.body) in (nn.Sequential, Chain) and len(op.body) and _conv_key(op.body[0]):
-        keys = tuple(_layer_key(m) for m in op.body)
-        return None if None in keys else ("chain", keys)
-    return None
+        layers = list(op.body)
+        keys = tuple(_conv_key(m) or _bn_key(m) or (("relu",) if type(m) is nn.ReLU else None) for m in layers)
+        if None in keys:
+            return None, ()
+        return ("chain", keys), tuple(m for m, key in zip(layers, keys) if key[0] == "bn")
+    return None, ()
+
+
+def op_key(op: nn.Module) -> tuple | None:
+    """How an op can be fused, with everything two ops must share to be fused together (their BNs'
+    modes included); None: it runs on its own."""
+    entry = _OP_KEYS.get(op)
+    if entry is None:
+        entry = _OP_KEYS[op] = _op_key_and_bns(op)
+    key, bns = entry
+    return key if not bns else (*key, tuple(bn.training for bn in bns))
 
 
 def _batch_norm(y: Tensor, mean: Tensor | None, var: Tensor | None, weight: Tensor | None, bias: Tensor | None,
@@ -228,25 +255,23 @@ def _conv(x: Tensor, convs: Sequence[nn.Conv2d], shared_input: bool, repeat: dic
     return conv2d(x, weight, c.stride, c.padding, c.dilation, groups, c.training)
 
 
-def _relu_deferred(chain: list[nn.Module], depth: int) -> bool:
-    """Whether the ReLU at ``depth`` of ``chain``'s ops runs inside the conv after it, as per op."""
-    return relu_in_conv(chain[0].body, depth)
-
-
 def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats) -> list[Tensor]:
     """The outputs of ReLU-Conv-BN chains (``chains[i]``: one op per edge, all alike) that all read
     ``r = relu(x)``: per chain, its edges' outputs concatenated on channels."""
-    order = sorted(range(len(chains)), key=lambda i: -len(chains[i][0].body))  # ending chains leave last
-    active = [chains[i] for i in order]
+    bodies = [[list(op.body) for op in chain] for chain in chains]  # per chain, per edge: its layers
+    order = sorted(range(len(chains)), key=lambda i: -len(bodies[i][0]))  # ending chains leave last
+    active = [bodies[i] for i in order]
     width = [0] * len(active)  # channels of each active chain's block in y
     outs: dict[int, Tensor] = {}
     repeat: dict[int, Tensor] = {}
     y, depth = r, 0
+    relu_next = [False] * len(active)
     while active:
-        layers = [[op.body[depth] for op in chain] for chain in active]
-        # a deferred ReLU passes its block on as it is, for the conv after it to apply
-        relu_next = [_relu_deferred(chain, depth) for chain in active]
-        relu_here = [depth > 0 and _relu_deferred(chain, depth - 1) for chain in active]
+        layers = [[body[depth] for body in chain] for chain in active]
+        # a deferred ReLU (as per op: ops.relu_in_conv) passes its block on as it is, for the conv
+        # after it to apply
+        relu_here = relu_next[:len(active)]
+        relu_next = [relu_in_conv(chain[0], depth) for chain in active]
         keys = [(_layer_key(layer[0]), relu_next[i], relu_here[i]) for i, layer in enumerate(layers)]
         runs: list[tuple[int, int]] = []  # consecutive chains whose layers are alike: one call each
         for i, key in enumerate(keys):
@@ -270,7 +295,7 @@ def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats) -
         y = concat(results, 1)
         depth += 1
         ending = len(active)
-        while ending and len(active[ending - 1][0].body) == depth:
+        while ending and len(active[ending - 1][0]) == depth:
             ending -= 1
         if ending < len(active):  # the last blocks of y are done
             blocks = y.split(width, 1) if ending == 0 else y.split([sum(width[:ending]), *width[ending:]], 1)

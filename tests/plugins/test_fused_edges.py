@@ -132,7 +132,7 @@ def test_both_paths_keep_no_relu_inside_a_sep_conv(monkeypatch, fusion):
         hook.remove()
     assert len(sep_outputs) == 3 * 14 * 2  # cells x edges x sep convs
     monkeypatch.setattr(Chain, "forward", nn.Sequential.forward)
-    monkeypatch.setattr(fused_module, "_relu_deferred", lambda chain, depth: False)
+    monkeypatch.setattr(fused_module, "relu_in_conv", lambda layers, i: False)
     for net in (per_op, fused):
         assert saved_bytes(lambda x: net(x, arch_weights=weights), x) - kept[net] == sum(sep_outputs)
 
@@ -310,3 +310,25 @@ def test_the_default_fuses_the_chains_of_small_cells_on_cpu_only():
     assert fuse_chains(None, small) and not fuse_chains(None, large)
     assert not fuse_chains(None, torch.empty(8, device="meta"))  # not measured on an accelerator yet
     assert fuse_chains(True, large) and not fuse_chains(False, small)
+
+
+def test_a_bn_switched_to_eval_on_its_own_is_fused_apart(fusion):
+    """How an op fuses is worked out once per module, but a BN's mode is read at every call: one BN
+    of one edge switched to eval mode alone (a frozen-statistics trick) runs from its running
+    statistics, as per op, while its column's others still normalize by the batch."""
+    space, per_op, fused = pair(fusion=fusion)
+    alphas = mixing(space, torch.float64)
+    x = torch.randn(6, *DATA.input_shape, dtype=torch.float64)
+    for net in (per_op, fused):
+        forward_and_gradients(net, alphas, x)  # the keys are made in training mode first
+        cell = next(m for m in net.modules() if isinstance(m, SearchCell))
+        edge = cell.edges[0]
+        sep = next(op for op in edge.ops if type(op).__name__ == "PreActivated")
+        bn = next(m for m in sep.modules() if isinstance(m, nn.BatchNorm2d))
+        bn.running_mean.fill_(0.5)
+        bn.eval()
+    out_a, grads_a = forward_and_gradients(per_op, alphas, x)
+    out_b, grads_b = forward_and_gradients(fused, alphas, x)
+    assert close(out_a, out_b, torch.float64)
+    for a, b in zip(grads_a, grads_b):
+        assert close(a, b, torch.float64)
