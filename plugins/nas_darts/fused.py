@@ -160,14 +160,16 @@ class _RunningStats:
         if not bn.training and bn.track_running_stats:
             return F.batch_norm(_Repeat.apply(y, len(bns)), torch.cat([b.running_mean for b in bns]),
                                 torch.cat([b.running_var for b in bns]), None, None, False, 0.0, bn.eps)
-        out = normalize(y, None, None, 0.0, bn.eps)
-        if bn.track_running_stats:
-            with torch.no_grad():
-                var, mean = torch.var_mean(y, dim=(0, 2, 3), correction=1)
-            means, variances = self.lerp.setdefault(bn.momentum, ([], []))
-            means += [b.running_mean for b in bns] + [b.running_var for b in bns]
-            variances += [mean] * len(bns) + [var] * len(bns)
-            self.counts += [b.num_batches_tracked for b in bns]
+        if not bn.track_running_stats:
+            return normalize(y, None, None, 0.0, bn.eps)
+        # momentum 1 leaves the batch's mean and unbiased variance in these, as the BN computes them
+        # for its own running statistics: no second pass over y to find them
+        mean, var = y.new_zeros(2, y.shape[1]).unbind(0)
+        out = normalize(y, mean, var, 1.0, bn.eps)
+        means, variances = self.lerp.setdefault(bn.momentum, ([], []))
+        means += [b.running_mean for b in bns] + [b.running_var for b in bns]
+        variances += [mean] * len(bns) + [var] * len(bns)
+        self.counts += [b.num_batches_tracked for b in bns]
         return out
 
     def write(self) -> None:
