@@ -73,15 +73,17 @@ def _bn_key(m: nn.Module | None) -> tuple | None:
 # modes of the BNs, which .train() and .eval() change, are read at every call.
 _LAYER_KEYS: weakref.WeakKeyDictionary[nn.Module, tuple | None] = weakref.WeakKeyDictionary()
 _OP_KEYS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple | None, tuple[nn.Module, ...]]] = weakref.WeakKeyDictionary()
-
-
 _UNSET = object()
+
+
+def _static_layer_key(m: nn.Module) -> tuple | None:
+    return ("relu",) if type(m) is nn.ReLU else _conv_key(m) or _bn_key(m)
 
 
 def _layer_key(m: nn.Module) -> tuple | None:
     key = _LAYER_KEYS.get(m, _UNSET)
     if key is _UNSET:
-        key = _LAYER_KEYS[m] = ("relu",) if type(m) is nn.ReLU else _conv_key(m) or _bn_key(m)
+        key = _LAYER_KEYS[m] = _static_layer_key(m)
     return (*key, m.training) if key is not None and key[0] == "bn" else key
 
 
@@ -101,7 +103,7 @@ def _op_key_and_bns(op: nn.Module) -> tuple[tuple | None, tuple[nn.Module, ...]]
         return (None, ()) if None in keys else (("reduce", *keys), (op.bn,))
     if type(op) is PreActivated and type(op.body) in (nn.Sequential, Chain) and len(op.body) and _conv_key(op.body[0]):
         layers = list(op.body)
-        keys = tuple(_conv_key(m) or _bn_key(m) or (("relu",) if type(m) is nn.ReLU else None) for m in layers)
+        keys = tuple(_static_layer_key(m) for m in layers)
         if None in keys:
             return None, ()
         return ("chain", keys), tuple(m for m, key in zip(layers, keys) if key[0] == "bn")
