@@ -27,7 +27,7 @@ in float64).
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -76,14 +76,19 @@ _OP_KEYS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple | None, tuple[nn.Modu
 _UNSET = object()
 
 
+def _once(cache: weakref.WeakKeyDictionary, m: nn.Module, make: Callable[[nn.Module], object]):
+    value = cache.get(m, _UNSET)
+    if value is _UNSET:
+        value = cache[m] = make(m)
+    return value
+
+
 def _static_layer_key(m: nn.Module) -> tuple | None:
     return ("relu",) if type(m) is nn.ReLU else _conv_key(m) or _bn_key(m)
 
 
 def _layer_key(m: nn.Module) -> tuple | None:
-    key = _LAYER_KEYS.get(m, _UNSET)
-    if key is _UNSET:
-        key = _LAYER_KEYS[m] = _static_layer_key(m)
+    key = _once(_LAYER_KEYS, m, _static_layer_key)
     return (*key, m.training) if key is not None and key[0] == "bn" else key
 
 
@@ -113,10 +118,7 @@ def _op_key_and_bns(op: nn.Module) -> tuple[tuple | None, tuple[nn.Module, ...]]
 def op_key(op: nn.Module) -> tuple | None:
     """How an op can be fused, with everything two ops must share to be fused together (their BNs'
     modes included); None: it runs on its own."""
-    entry = _OP_KEYS.get(op)
-    if entry is None:
-        entry = _OP_KEYS[op] = _op_key_and_bns(op)
-    key, bns = entry
+    key, bns = _once(_OP_KEYS, op, _op_key_and_bns)
     return key if not bns else (*key, tuple(bn.training for bn in bns))
 
 

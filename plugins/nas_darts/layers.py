@@ -47,6 +47,13 @@ def _same_padding(weight: Tensor, padding: Pair, dilation: Pair) -> bool:
     return all(k % 2 == 1 and p == d * (k - 1) // 2 for k, p, d in zip(weight.shape[-2:], padding, dilation))
 
 
+def _cpu_training_pass(x: Tensor, training: bool) -> bool:
+    """Whether a conv over ``x`` runs in a training pass on CPU (training mode, grad enabled: a backward
+    follows), where the exact routes below pay. Elsewhere torch's own conv runs, so that a count of
+    the architecture's multiply-adds (eval mode or no_grad) sees the whole, dilated kernel."""
+    return training and torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 4
+
+
 def dilated_route(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int,
                   training: bool) -> str:
     """How :func:`conv2d` computes a dilated depthwise conv over ``x``: ``"subsample"``, ``"phases"``,
@@ -67,8 +74,7 @@ def dilated_route(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilati
     Only in training passes (``training``, grad enabled), where a backward follows: the forward alone
     gains little, and a count of the architecture's multiply-adds (eval mode or no_grad) should see
     the dilated kernel."""
-    if not (max(dilation) > 1 and training and torch.is_grad_enabled() and x.device.type == "cpu"
-            and x.dim() == 4 and groups == x.shape[1] > 1
+    if not (max(dilation) > 1 and _cpu_training_pass(x, training) and groups == x.shape[1] > 1
             and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)):
         return "torch"
     same = _same_padding(weight, padding, dilation)
@@ -169,7 +175,7 @@ def conv2d(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pai
     SIMD block) wrongly, or hangs, or corrupts the heap (oneDNN issue #6035, its "rtus" workspace);
     at stride 1 it takes another kernel, which is right. In training passes on CPU, a kernel larger
     than the map loses its taps that read only padding first (:func:`crop`)."""
-    if training and torch.is_grad_enabled() and x.device.type == "cpu" and x.dim() == 4:
+    if _cpu_training_pass(x, training):
         weight, padding, dilation = crop(weight, x, tuple(stride), tuple(padding), tuple(dilation))
     if (x.device.type == "cpu" and weight.shape[-2:] == (1, 1) and max(stride) > 1
             and tuple(padding) == (0, 0) and x.dim() == 4):
@@ -282,7 +288,7 @@ def relu_conv2d(y: Tensor, weight: Tensor, stride: Pair, padding: Pair, groups: 
     """``F.conv2d(relu(y), weight)``, bias-free and undilated, keeping ``y`` for backward instead of
     ``relu(y)``: it pays where ``y`` is kept anyway (an output-keeping BN's output)."""
     stride, padding, dilation = tuple(stride), tuple(padding), (1, 1)
-    if y.device.type == "cpu" and y.dim() == 4:  # it runs in training passes only: as conv2d there
+    if _cpu_training_pass(y, training=True):  # it runs in training passes only (ops.relu_in_conv)
         weight, padding, dilation = crop(weight, y, stride, padding, dilation)
     return _ReLUConv.apply(y, weight, stride, padding, dilation, groups)
 
