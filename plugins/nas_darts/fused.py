@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nas_darts.layers import BatchNorm2d, MaxPool2d, RoutedConv2d, conv2d, normalize, relu_conv2d
+from nas_darts.layers import (BatchNorm2d, MaxPool2d, RoutedConv2d, conv2d, normalize, relu_conv2d,
+                              sharing_subsamples)
 from nas_darts.ops import Chain, FactorizedReduce, PreActivated, relu_in_conv
 
 POOLS = (nn.MaxPool2d, MaxPool2d, nn.AvgPool2d)
@@ -336,11 +337,17 @@ class _MixedSum(torch.autograd.Function):
         ctx.columns, ctx.shared, ctx.memory_format = columns, shared, memory_format
         ctx.save_for_backward(weights, *terms)
         edges = weights.shape[0]
+        if edges == 1:  # one edge's sum (the chains run per edge): no channel blocks, fewer calls
+            scale = weights.unbind(1)
+            out = torch.mul(terms[0], scale[columns[0]])
+            for col, term in zip(columns[1:], terms[1:]):
+                out.addcmul_(term, scale[col])
+            return out.contiguous(memory_format=memory_format)  # a no-op (no call) when it is already
         scale = weights.t().reshape(weights.shape[1], 1, edges, 1, 1, 1).unbind(0)
         like = terms[0]
         n, c, h, w = like.shape
         c = c if shared[0] else c // edges
-        dtype = torch.promote_types(weights.dtype, like.dtype)
+        dtype = like.dtype if like.dtype == weights.dtype else torch.promote_types(weights.dtype, like.dtype)
         if memory_format == torch.channels_last:
             out = like.new_empty(n, h, w, edges, c, dtype=dtype).permute(0, 3, 4, 1, 2)
         else:
@@ -359,6 +366,13 @@ class _MixedSum(torch.autograd.Function):
         edges, width = weights.shape
         if not grad.is_contiguous(memory_format=ctx.memory_format):
             grad = grad.contiguous(memory_format=ctx.memory_format)
+        if edges == 1:
+            scale = weights.unbind(1)
+            by_column = dict(zip(ctx.columns, terms))
+            zero = None if len(by_column) == width else weights.new_zeros(())
+            per_edge = torch.stack([(grad * by_column[col]).sum() if col in by_column else zero
+                                    for col in range(width)])
+            return per_edge.unsqueeze(0), None, None, None, *(grad * scale[col] for col in ctx.columns)
         blocks = grad.unflatten(1, (edges, -1))
         scale = weights.t().reshape(width, 1, edges, 1, 1, 1).unbind(0)
         per_column: list[Tensor | None] = [None] * width
@@ -381,6 +395,12 @@ def weighted_sums(ops: Sequence[Sequence[nn.Module]], columns: Sequence[int], x:
     """``sum_k weights[e, columns[k]] * ops[e][k](x)`` for every edge ``e``: the mixed outputs of edges
     whose ``k``-th ops are alike. ``run_op(e, k)`` runs an op that is not fused, and every chain unless
     ``chains_fused``; the ops that read ``x`` alone are computed once either way."""
+    with sharing_subsamples():
+        return _weighted_sums(ops, columns, x, weights, relu_x, run_op, chains_fused)
+
+
+def _weighted_sums(ops: Sequence[Sequence[nn.Module]], columns: Sequence[int], x: Tensor, weights: Tensor,
+                   relu_x: Tensor | None, run_op, chains_fused: bool) -> list[Tensor]:
     edges = len(ops)
     r = F.relu(x) if relu_x is None else relu_x
     stats = _RunningStats()

@@ -20,7 +20,10 @@ they subclass.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
+from contextvars import ContextVar
 
 import torch
 import torch.nn.functional as F
@@ -90,20 +93,24 @@ def dilated_route(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilati
 
 def _to_phases(x: Tensor, dilation: Pair) -> Tensor:
     """(N, C, H, W) -> (N * d_h * d_w, C, H / d_h, W / d_w): the sub-images ``x[..., i::d_h, j::d_w]``,
-    channels-last, by one copy of the (N, H, W, C) storage."""
+    channels-last, by one copy. The sub-images are a strided view of ``x`` in any layout (as one call,
+    not a chain of permutes and reshapes: a search step makes hundreds of these)."""
     n, c, h, w = x.shape
     d_h, d_w = dilation
-    return (x.permute(0, 2, 3, 1).reshape(n, h // d_h, d_h, w // d_w, d_w, c).permute(0, 2, 4, 1, 3, 5)
-            .reshape(n * d_h * d_w, h // d_h, w // d_w, c).permute(0, 3, 1, 2))
+    s_n, s_c, s_h, s_w = x.stride()
+    # element (n, i, j, a, b, c) is x[n, c, a * d_h + i, b * d_w + j]
+    view = x.as_strided((n, d_h, d_w, h // d_h, w // d_w, c), (s_n, s_h, s_w, d_h * s_h, d_w * s_w, s_c))
+    return view.reshape(n * d_h * d_w, h // d_h, w // d_w, c).permute(0, 3, 1, 2)
 
 
 def _from_phases(y: Tensor, dilation: Pair) -> Tensor:
-    """The inverse of :func:`_to_phases`."""
+    """The inverse of :func:`_to_phases`, channels-last."""
     d_h, d_w = dilation
     b, c, h, w = y.shape
-    n = b // (d_h * d_w)
-    return (y.permute(0, 2, 3, 1).reshape(n, d_h, d_w, h, w, c).permute(0, 3, 1, 4, 2, 5)
-            .reshape(n, h * d_h, w * d_w, c).permute(0, 3, 1, 2))
+    s_b, s_c, s_h, s_w = y.stride()
+    # element (n, a, i, b, j, c) is y[(n * d_h + i) * d_w + j, c, a, b]
+    view = y.as_strided((b // (d_h * d_w), h, d_h, w, d_w, c), (d_h * d_w * s_b, s_h, d_w * s_b, s_w, s_b, s_c))
+    return view.reshape(-1, h * d_h, w * d_w, c).permute(0, 3, 1, 2)
 
 
 # The autograd functions here and in fused.py define forward(ctx, ...), not setup_context: with
@@ -166,6 +173,37 @@ def crop(weight: Tensor, x: Tensor, stride: Pair, padding: Pair, dilation: Pair)
     return weight, padding, dilation
 
 
+_SHARED_SUBSAMPLES: ContextVar[dict | None] = ContextVar("shared_subsamples", default=None)
+
+
+@contextlib.contextmanager
+def sharing_subsamples() -> Iterator[None]:
+    """Within this block the convs that read the same tensor at the same step (the stride-2 edges
+    leaving a state: their dilated convs and strided 1x1 convs, :func:`conv2d`) share one subsampled
+    copy of it. Backward then makes one full-size gradient of it, not one per conv, each zero but
+    at every step-th pixel: that zero filling had been 4 % of a darts_2nd step at the paper config."""
+    token = _SHARED_SUBSAMPLES.set({})
+    try:
+        yield
+    finally:
+        _SHARED_SUBSAMPLES.reset(token)
+
+
+def _subsampled(x: Tensor, step: Pair) -> Tensor:
+    """``x[:, :, ::step[0], ::step[1]]`` as a dense tensor in ``x``'s layout; shared within
+    :func:`sharing_subsamples`."""
+    memo, key = _SHARED_SUBSAMPLES.get(), (id(x), step)
+    if memo is not None and key in memo:
+        return memo[key][1]
+    # x may be a view (FactorizedReduce's x[:, :, 1:, 1:]): its layout is where its channels lie
+    channels_last = x.shape[1] > 1 and x.stride(1) < x.stride(3)
+    sub = x[:, :, ::step[0], ::step[1]].contiguous(
+        memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    if memo is not None:
+        memo[key] = (x, sub)  # x held too: its id is not reused while the memo lives
+    return sub
+
+
 def conv2d(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int,
            training: bool) -> Tensor:
     """``F.conv2d`` without bias; a dilated depthwise conv by the fastest exact route measured
@@ -179,11 +217,10 @@ def conv2d(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pai
         weight, padding, dilation = crop(weight, x, tuple(stride), tuple(padding), tuple(dilation))
     if (x.device.type == "cpu" and weight.shape[-2:] == (1, 1) and max(stride) > 1
             and tuple(padding) == (0, 0) and x.dim() == 4):
-        return F.conv2d(x[:, :, ::stride[0], ::stride[1]], weight, None, 1, 0, 1, groups)
+        return F.conv2d(_subsampled(x, tuple(stride)), weight, None, 1, 0, 1, groups)
     route = dilated_route(x, weight, stride, padding, dilation, groups, training)
     if route == "subsample":
-        sub = x[:, :, ::dilation[0], ::dilation[1]].contiguous(memory_format=torch.channels_last)
-        return F.conv2d(sub, weight, None, 1, _half(weight), 1, groups)
+        return F.conv2d(_subsampled(x, tuple(dilation)), weight, None, 1, _half(weight), 1, groups)
     if route == "phases":
         return _PhaseConv.apply(x, weight, tuple(dilation), groups)
     if route == "spread":

@@ -12,8 +12,8 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from conftest import saved_bytes
-from nas_darts.layers import (BatchNorm2d, MaxPool2d, RoutedConv2d, conv2d, crop, dilated_route, normalize, relu_conv2d,
-                              spread)
+from nas_darts.layers import (BatchNorm2d, MaxPool2d, RoutedConv2d, _from_phases, _to_phases, conv2d, crop,
+                              dilated_route, normalize, relu_conv2d, sharing_subsamples, spread)
 from nas_darts.ops import Chain, FactorizedReduce, make_op
 
 
@@ -153,6 +153,67 @@ def test_the_routes_are_taken_where_the_rule_says(monkeypatch):
     assert calls == [((4, 4), (3, 3), 1, (1, 1)), ((8, 8), (3, 3), (2, 2), (2, 2)), ((8, 8), (3, 3), (2, 2), (2, 2)),
                      ((8, 8), (3, 3), (2, 2), (2, 2)), ((8, 8), (5, 5), (2, 2), (1, 1)),
                      ((8, 8), (5, 5), (1, 1), (1, 1)), ((8, 8), (3, 3), 1, (1, 1))]
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "contiguous", "view"])
+@pytest.mark.parametrize("dilation", [(2, 2), (3, 2)])
+def test_the_phases_are_the_interleaved_sub_images_of_any_layout(layout, dilation):
+    d_h, d_w = dilation
+    x = torch.randn(3, 5, 13, 11)
+    x = {"channels_last": channels_last(x[..., :12, :10]), "contiguous": x[..., :12, :10].contiguous(),
+         "view": channels_last(x)[..., 1:, 1:][..., :12, :10]}[layout]
+    phases = _to_phases(x, dilation)
+    # batch entry n * d_h * d_w + i * d_w + j is the sub-image x[n, :, i::d_h, j::d_w]
+    expected = torch.stack([x[:, :, i::d_h, j::d_w] for i in range(d_h) for j in range(d_w)], 1).flatten(0, 1)
+    assert torch.equal(phases, expected) and phases.is_contiguous(memory_format=torch.channels_last)
+    back = _from_phases(phases, dilation)
+    assert torch.equal(back, x) and back.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(_from_phases(phases.contiguous(), dilation), x)
+
+
+def _graph_nodes(t: torch.Tensor, name: str) -> int:
+    seen, todo, count = set(), [t.grad_fn], 0
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        count += type(node).__name__ == name
+        todo += [next_node for next_node, _ in node.next_functions]
+    return count
+
+
+def test_convs_sharing_subsamples_read_one_copy_and_compute_the_same():
+    """The stride-2 dilated convs and the strided 1x1 conv of a state's edges: within the block one
+    subsampled copy of x (one slice of it in the graph, so one zero-filled gradient in backward)."""
+    torch.manual_seed(0)
+    convs = [RoutedConv2d(4, 4, k, stride=2, padding=2 * (k // 2), dilation=2, groups=4, bias=False).double()
+             for k in (3, 5, 3)] + [RoutedConv2d(4, 6, 1, stride=2, bias=False).double()]
+    x = channels_last(torch.randn(2, 4, 8, 8, dtype=torch.float64)).requires_grad_()
+    results = []
+    for shared in (False, True):
+        with sharing_subsamples() if shared else torch.enable_grad():
+            out = torch.cat([conv(x) for conv in convs], 1)
+        slices = _graph_nodes(out, "SliceBackward0")
+        results.append((out, torch.autograd.grad(out.square().sum(), x)[0], slices))
+    (out, grad, slices), (out_shared, grad_shared, slices_shared) = results
+    assert torch.equal(out, out_shared) and (grad - grad_shared).abs().max() < 1e-12
+    assert slices == 4 * slices_shared > 0
+    with sharing_subsamples():
+        pass
+    out_after = torch.cat([conv(x) for conv in convs], 1)  # the block's copies are not reused after it
+    assert _graph_nodes(out_after, "SliceBackward0") == slices
+
+
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
+def test_the_stride_2_skip_keeps_the_layout_of_its_input(memory_format):
+    """Its second 1x1 conv reads a view, x[:, :, 1:, 1:]: the layers after it run several times slower
+    on another layout than the network's."""
+    op = FactorizedReduce(8, 8, affine=False)
+    x = torch.randn(2, 8, 8, 8).contiguous(memory_format=memory_format)
+    assert op(x).is_contiguous(memory_format=memory_format)
+    with sharing_subsamples():
+        assert op(x).is_contiguous(memory_format=memory_format)
 
 
 @pytest.mark.parametrize("c_in, size, batch", [(2, 8, 2), (4, 8, 2), (5, 16, 8), (7, 32, 2)])
