@@ -390,17 +390,12 @@ class _MixedSum(torch.autograd.Function):
         return torch.stack(per_column, 1), None, None, None, *grads
 
 
+@sharing_subsamples()  # the stride-2 convs of a group's edges share their subsampled input
 def weighted_sums(ops: Sequence[Sequence[nn.Module]], columns: Sequence[int], x: Tensor, weights: Tensor,
                   relu_x: Tensor | None, run_op, chains_fused: bool = True) -> list[Tensor]:
     """``sum_k weights[e, columns[k]] * ops[e][k](x)`` for every edge ``e``: the mixed outputs of edges
     whose ``k``-th ops are alike. ``run_op(e, k)`` runs an op that is not fused, and every chain unless
     ``chains_fused``; the ops that read ``x`` alone are computed once either way."""
-    with sharing_subsamples():
-        return _weighted_sums(ops, columns, x, weights, relu_x, run_op, chains_fused)
-
-
-def _weighted_sums(ops: Sequence[Sequence[nn.Module]], columns: Sequence[int], x: Tensor, weights: Tensor,
-                   relu_x: Tensor | None, run_op, chains_fused: bool) -> list[Tensor]:
     edges = len(ops)
     r = F.relu(x) if relu_x is None else relu_x
     stats = _RunningStats()
