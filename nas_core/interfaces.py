@@ -231,6 +231,15 @@ class MixedEdge(nn.Module, ABC):
         default calls each edge."""
         return [edge(x, w, **inputs) for edge, w in zip(edges, weights)]
 
+    @classmethod
+    def forward_groups(cls, groups: Sequence[tuple[Sequence[MixedEdge], Tensor, Tensor, dict[str, Any]]]
+                       ) -> list[list[Tensor]]:
+        """``forward_group(edges, x, weights, **inputs)`` for each of ``groups``, whose inputs are all
+        ready at once (``darts_cnn`` calls it for the edges leaving a cell's two inputs), so that a
+        kind can compute them together: ``weighted_sum`` fuses them into one group when the inputs have
+        one shape and the edges one op set. This default calls ``forward_group`` for each."""
+        return [cls.forward_group(edges, x, weights, **inputs) for edges, x, weights, inputs in groups]
+
 
 @attrs.frozen
 class Catalog:

@@ -87,39 +87,53 @@ class SearchCell(nn.Module):
         return torch.cat(states[NUM_INPUTS:], dim=1)
 
     def _fused(self, states: list[Tensor], relus: list[Tensor], weights: Tensor, recompute_edges: bool) -> Tensor:
-        """The same cell with the edges leaving each state computed together (``MixedEdge.forward_group``):
-        a node's inputs are added in the same order, source by source."""
+        """The same cell with the edges leaving each state computed together (``MixedEdge.forward_group``),
+        those leaving the two inputs in one call (``forward_groups``): a node's inputs are added in the
+        same order, source by source."""
         by_source = weights.index_select(0, self.by_source).split([len(rows) for rows in self.leaving])
         nodes: list[Tensor | None] = [None] * self.nodes
-        for state, rows in enumerate(self.leaving):
-            group = EdgeGroup([self.edges[row] for row in rows])
-            args = (states[state], by_source[state], relus[state])
+        calls = [list(range(NUM_INPUTS)), *([state] for state in range(NUM_INPUTS, len(self.leaving)))]
+        for call in calls:
+            group = EdgeGroups([[self.edges[row] for row in self.leaving[state]] for state in call])
+            args = [t for state in call for t in (states[state], by_source[state], relus[state])]
             outs = recompute(group, *args) if recompute_edges else group(*args)
-            for row, out in zip(rows, outs):
-                if self.training and self.drop_path > 0:
-                    out = drop_path(out, self.drop_path)
-                j = self.target[row]
-                nodes[j] = out if nodes[j] is None else nodes[j] + out
-            if state >= 1:  # node state - 1 has all its inputs
-                states.append(nodes[state - 1])
-                if state < self.nodes:
-                    relus.append(F.relu(states[-1]))
+            for state, state_outs in zip(call, outs):
+                for row, out in zip(self.leaving[state], state_outs):
+                    if self.training and self.drop_path > 0:
+                        out = drop_path(out, self.drop_path)
+                    j = self.target[row]
+                    nodes[j] = out if nodes[j] is None else nodes[j] + out
+                if state >= 1:  # node state - 1 has all its inputs
+                    states.append(nodes[state - 1])
+                    if state < self.nodes:
+                        relus.append(F.relu(states[-1]))
         return torch.cat(states[NUM_INPUTS:], dim=1)
 
 
-class EdgeGroup(nn.Module):
-    """Edges that read the same state, called together: through their kind's ``forward_group`` when
-    they are all of one kind. A module so that ``recompute`` can take it."""
+class EdgeGroups(nn.Module):
+    """Groups of edges, each reading one state, called together: through their kind's
+    ``forward_groups`` when they are all of one kind, else group by group (``forward_group`` where a
+    group's edges are of one kind). A module so that ``recompute`` can take it."""
 
-    def __init__(self, edges: list[nn.Module]):
+    def __init__(self, groups: list[list[nn.Module]]):
         super().__init__()
-        self.edges = nn.ModuleList(edges)
+        self.groups = nn.ModuleList(nn.ModuleList(edges) for edges in groups)
 
-    def forward(self, x: Tensor, weights: Tensor, relu_x: Tensor) -> tuple[Tensor, ...]:
-        kind = type(self.edges[0])
-        if all(type(edge) is kind for edge in self.edges):
-            return tuple(kind.forward_group(list(self.edges), x, weights, relu_x=relu_x))
-        return tuple(edge(x, w, relu_x=relu_x) for edge, w in zip(self.edges, weights))
+    def forward(self, *args: Tensor) -> tuple[tuple[Tensor, ...], ...]:
+        """``args``: per group, its state, its rows of weights and the state's ReLU."""
+        calls = [(list(edges), args[3 * i], args[3 * i + 1], {"relu_x": args[3 * i + 2]})
+                 for i, edges in enumerate(self.groups)]
+        kinds = {type(edge) for edges in self.groups for edge in edges}
+        if len(kinds) == 1:
+            return tuple(map(tuple, kinds.pop().forward_groups(calls)))
+        return tuple(self._group(*call) for call in calls)
+
+    @staticmethod
+    def _group(edges: list[nn.Module], x: Tensor, weights: Tensor, inputs: dict) -> tuple[Tensor, ...]:
+        kind = type(edges[0])
+        if all(type(edge) is kind for edge in edges):
+            return tuple(kind.forward_group(edges, x, weights, **inputs))
+        return tuple(edge(x, w, **inputs) for edge, w in zip(edges, weights))
 
 
 class _Stack(nn.Module):

@@ -158,12 +158,14 @@ class _RunningStats:
             self.counts += [b.num_batches_tracked for b in bns]
         return out
 
-    def shared_batch_norm(self, y: Tensor, bns: Sequence[nn.BatchNorm2d]) -> Tensor:
-        """Affine-free ``bns`` all normalizing the same ``y``: one output in training mode (the batch's
-        statistics), one per module in eval mode (each module's running statistics)."""
+    def shared_batch_norm(self, y: Tensor, bns: Sequence[nn.BatchNorm2d], sources: int = 1) -> Tensor:
+        """Affine-free ``bns`` all normalizing the same ``y`` (the outputs of ``sources`` inputs on
+        consecutive channels, as many modules normalizing each, in order): one output in training mode
+        (the batch's statistics), one per module in eval mode (each module's running statistics)."""
         bn = bns[0]
         if not bn.training and bn.track_running_stats:
-            return F.batch_norm(_Repeat.apply(y, len(bns)), torch.cat([b.running_mean for b in bns]),
+            return F.batch_norm(_Repeat.apply(y, len(bns) // sources, sources),
+                                torch.cat([b.running_mean for b in bns]),
                                 torch.cat([b.running_var for b in bns]), None, None, False, 0.0, bn.eps)
         if not bn.track_running_stats:
             return normalize(y, None, None, 0.0, bn.eps)
@@ -171,9 +173,11 @@ class _RunningStats:
         # for its own running statistics: no second pass over y to find them
         mean, var = y.new_zeros(2, y.shape[1]).unbind(0)
         out = normalize(y, mean, var, 1.0, bn.eps)
+        mean, var = (mean.chunk(sources), var.chunk(sources)) if sources > 1 else ((mean,), (var,))
         means, variances = self.lerp.setdefault(bn.momentum, ([], []))
         means += [b.running_mean for b in bns] + [b.running_var for b in bns]
-        variances += [mean] * len(bns) + [var] * len(bns)
+        per_input = len(bns) // sources
+        variances += [mean[e // per_input] for e in range(len(bns))] + [var[e // per_input] for e in range(len(bns))]
         self.counts += [b.num_batches_tracked for b in bns]
         return out
 
@@ -212,27 +216,39 @@ def _layout(x: Tensor) -> tuple[torch.Size, torch.memory_format]:
     return x.shape, torch.channels_last if channels_last else torch.contiguous_format
 
 
-def _sum_blocks(blocks: Tensor, like: tuple[torch.Size, torch.memory_format]) -> Tensor:
-    """``blocks.sum(1)`` in the memory format ``like`` names (a reduction's output is contiguous)."""
+def _sum_blocks(blocks: Tensor, like: tuple[torch.Size, torch.memory_format], dims: int | tuple[int, ...] = 1
+                ) -> Tensor:
+    """``blocks.sum(dims)``, the dims left after the first flattened back into channels, in the shape and
+    memory format ``like`` names (a reduction's output is contiguous)."""
     shape, memory_format = like
     if torch.is_grad_enabled():  # a double backward: out= is not differentiable
-        return blocks.sum(1).contiguous(memory_format=memory_format)
-    return torch.sum(blocks, 1, out=torch.empty(shape, dtype=blocks.dtype, device=blocks.device,
-                                                memory_format=memory_format))
+        out = blocks.sum(dims)
+        return (out if out.dim() == len(shape) else out.flatten(1, -3)).contiguous(memory_format=memory_format)
+    out = torch.empty(shape, dtype=blocks.dtype, device=blocks.device, memory_format=memory_format)
+    summed = (dims,) if isinstance(dims, int) else dims
+    kept = [size for d, size in enumerate(blocks.shape[:-2]) if d not in summed]
+    torch.sum(blocks, dims, out=out if len(kept) == 2 else out.view(*kept, *shape[-2:]))
+    return out
 
 
 class _Repeat(torch.autograd.Function):
-    """``x`` repeated ``n`` times along channels, in ``x``'s memory format (``Tensor.repeat`` returns a
-    contiguous tensor, which turns a channels-last convolution into a much slower one)."""
+    """The input of ``times`` runs of ``sources * n`` edges: each of the ``sources`` inputs that ``x`` holds
+    on consecutive channels repeated ``n`` times, all of it ``times`` times, in ``x``'s memory format
+    (``Tensor.repeat`` returns a contiguous tensor, which turns a channels-last convolution into a much
+    slower one)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, n: int) -> Tensor:
-        ctx.n, ctx.like = n, _layout(x)
-        return torch.cat([x] * n, 1)
+    def forward(ctx, x: Tensor, n: int, sources: int = 1, times: int = 1) -> Tensor:
+        ctx.blocks, ctx.like = (times, sources, n), _layout(x)
+        parts = x.chunk(sources, 1) if sources > 1 else (x,)
+        return torch.cat([part for _ in range(times) for part in parts for _ in range(n)], 1)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple:
-        return _sum_blocks(grad.unflatten(1, (ctx.n, -1)), ctx.like), None
+        times, sources, n = ctx.blocks
+        if sources == times == 1:
+            return _sum_blocks(grad.unflatten(1, (n, -1)), ctx.like), None, None, None
+        return _sum_blocks(grad.unflatten(1, (times, sources, n, -1)), ctx.like, (1, 3)), None, None, None
 
 
 def concat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
@@ -244,27 +260,78 @@ def _stacked(modules: Sequence[nn.Module], name: str) -> Tensor:
     return concat([getattr(m, name) for m in modules])
 
 
+def _run_key(m: nn.Module, merge: bool) -> tuple | None:
+    """``_layer_key``, without the kernel size of a depthwise conv with "same" padding when ``merge``:
+    such convs of several sizes run as one call (:func:`_merged_weight`)."""
+    key = _layer_key(m)
+    if not merge or key is None or key[0] != "conv":
+        return key
+    _, kind, c_in, c_out, kernel, stride, padding, dilation, groups = key
+    if not (groups == c_in == c_out and all(k % 2 == 1 and p == d * (k - 1) // 2
+                                            for k, p, d in zip(kernel, padding, dilation))):
+        return key
+    return ("conv", kind, c_in, c_out, None, stride, None, dilation, groups)
+
+
+def _merged_weight(convs: Sequence[nn.Conv2d]) -> tuple[Tensor, tuple[int, int]]:
+    """The stacked weights of depthwise convs of odd kernel sizes, each padded with zeros around it to
+    the largest, and that size: one call computes them all, exactly (a zero tap adds zero; the pad's
+    backward drops its gradient). Fewer, larger kernels: on GPUs and small CPU maps, where a step is
+    bound by its calls, a sep conv's 3x3 costs no more as a 5x5 beside the 5x5s (docs/performance.md)."""
+    k_h, k_w = max(m.kernel_size[0] for m in convs), max(m.kernel_size[1] for m in convs)
+    blocks: list[Tensor] = []
+    start = 0
+    for i in range(1, len(convs) + 1):
+        if i < len(convs) and convs[i].kernel_size == convs[start].kernel_size:
+            continue
+        run = convs[start:i]
+        h, w = run[0].kernel_size
+        if (h, w) == (k_h, k_w):
+            blocks += [m.weight for m in run]
+        else:
+            blocks.append(F.pad(_stacked(run, "weight"), ((k_w - w) // 2,) * 2 + ((k_h - h) // 2,) * 2))
+        start = i
+    return concat(blocks), (k_h, k_w)
+
+
 def _conv(x: Tensor, convs: Sequence[nn.Conv2d], shared_input: bool, repeat: dict[int, Tensor],
-          relu: bool = False) -> Tensor:
-    """Every conv of ``convs`` on its own consecutive channels of ``x`` (or each on the whole of ``x``
-    when ``shared_input``), outputs concatenated in order; of ``relu(x)`` when ``relu``."""
+          relu: bool = False, sources: int = 1, edges: int = 1) -> Tensor:
+    """Every conv of ``convs`` on its own consecutive channels of ``x`` (or, when ``shared_input``, the
+    convs of ``edges`` edges in turn, each on its edge's input: ``x`` holds ``sources`` on consecutive
+    channels, read by as many edges each),
+    outputs concatenated in order; of ``relu(x)`` when ``relu``. Depthwise convs of several kernel
+    sizes with "same" padding run as one (:func:`_merged_weight`)."""
     c, n = convs[0], len(convs)
-    weight = _stacked(convs, "weight")
+    padding = c.padding
+    if any(m.kernel_size != c.kernel_size for m in convs):
+        weight, (k_h, k_w) = _merged_weight(convs)
+        padding = (c.dilation[0] * (k_h - 1) // 2, c.dilation[1] * (k_w - 1) // 2)
+    else:
+        weight = _stacked(convs, "weight")
     groups = c.groups
-    if shared_input and c.groups > 1:  # a grouped conv over a copy of x per conv
-        if n not in repeat:
-            repeat[n] = _Repeat.apply(x, n)
-        x, groups = repeat[n], c.groups * n
+    if shared_input and (c.groups > 1 or sources > 1):  # a grouped conv over a copy of x per conv
+        x, groups = _repeated(x, n, edges, sources, repeat), c.groups * n
     elif not shared_input:
         groups = c.groups * n
     if relu:
-        return relu_conv2d(x, weight, c.stride, c.padding, groups)
-    return conv2d(x, weight, c.stride, c.padding, c.dilation, groups, c.training)
+        return relu_conv2d(x, weight, c.stride, padding, groups)
+    return conv2d(x, weight, c.stride, padding, c.dilation, groups, c.training)
 
 
-def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats) -> list[Tensor]:
+def _repeated(x: Tensor, convs: int, edges: int, sources: int, memo: dict[int, Tensor]) -> Tensor:
+    """``x`` as the input of ``convs`` convs, ``edges`` per chain (``_Repeat``), made once per group."""
+    if convs == sources:
+        return x
+    if convs not in memo:
+        memo[convs] = _Repeat.apply(x, convs // sources, 1, 1) if sources == 1 else _Repeat.apply(
+            x, edges // sources, sources, convs // edges)
+    return memo[convs]
+
+
+def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats, sources: int) -> list[Tensor]:
     """The outputs of ReLU-Conv-BN chains (``chains[i]``: one op per edge, all alike) that all read
-    ``r = relu(x)``: per chain, its edges' outputs concatenated on channels."""
+    ``r = relu(x)`` (``sources`` inputs, as many edges reading each in turn): per chain, its edges' outputs
+    concatenated on channels."""
     bodies = [[list(op.body) for op in chain] for chain in chains]  # per chain, per edge: its layers
     order = sorted(range(len(chains)), key=lambda i: -len(bodies[i][0]))  # ending chains leave last
     active = [bodies[i] for i in order]
@@ -273,13 +340,16 @@ def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats) -
     repeat: dict[int, Tensor] = {}
     y, depth = r, 0
     relu_next = [False] * len(active)
+    # in training passes, depthwise convs of several kernel sizes run as one (_merged_weight); elsewhere
+    # each runs its own kernel, so that a count of multiply-adds (eval mode, no_grad) sees the architecture's
+    merge = torch.is_grad_enabled() and chains[0][0].training
     while active:
         layers = [[body[depth] for body in chain] for chain in active]
         # a deferred ReLU (as per op: ops.relu_in_conv) passes its block on as it is, for the conv
         # after it to apply
         relu_here = relu_next[:len(active)]
         relu_next = [relu_in_conv(chain[0], depth) for chain in active]
-        keys = [(_layer_key(layer[0]), relu_next[i], relu_here[i]) for i, layer in enumerate(layers)]
+        keys = [(_run_key(layer[0], merge), relu_next[i], relu_here[i]) for i, layer in enumerate(layers)]
         runs: list[tuple[int, int]] = []  # consecutive chains whose layers are alike: one call each
         for i, key in enumerate(keys):
             if runs and key == keys[runs[-1][0]]:
@@ -297,7 +367,7 @@ def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats) -
             elif isinstance(mods[0], nn.BatchNorm2d):
                 results.append(stats.batch_norm(part, mods))
             else:
-                results.append(_conv(part, mods, depth == 0, repeat, relu_here[a]))
+                results.append(_conv(part, mods, depth == 0, repeat, relu_here[a], sources, len(layers[a])))
                 width[a:b] = [m.out_channels * len(layers[i]) for i in range(a, b) for m in layers[i][:1]]
         y = concat(results, 1)
         depth += 1
@@ -313,28 +383,29 @@ def _chains(chains: list[list[PreActivated]], r: Tensor, stats: _RunningStats) -
     return [outs[i] for i in range(len(chains))]
 
 
-def _factorized_reduce(ops: Sequence[FactorizedReduce], r: Tensor, stats: _RunningStats) -> Tensor:
+def _factorized_reduce(ops: Sequence[FactorizedReduce], r: Tensor, stats: _RunningStats, sources: int) -> Tensor:
     """FactorizedReduce for every edge: its 1x1 convs at offsets (0, 0) and (1, 1) of a stride-2 input
-    are the taps of one 2x2 stride-2 conv (for even heights and widths, which it needs anyway)."""
+    are the taps of one 2x2 stride-2 conv (for even heights and widths, which it needs anyway). With
+    several inputs, as many edges reading each in turn, a grouped conv: one group per input."""
     half = ops[0].conv_1.out_channels
     first = _stacked([op.conv_1 for op in ops], "weight").unflatten(0, (len(ops), half))  # (edges, C/2, C_in, 1, 1)
     second = _stacked([op.conv_2 for op in ops], "weight").unflatten(0, (len(ops), half))
     weight = torch.cat([F.pad(first, (0, 1, 0, 1)), F.pad(second, (1, 0, 1, 0))], 1).flatten(0, 1)
-    return stats.batch_norm(F.conv2d(r, weight, stride=2), [op.bn for op in ops])
+    return stats.batch_norm(F.conv2d(r, weight, stride=2, groups=sources), [op.bn for op in ops])
 
 
 class _MixedSum(torch.autograd.Function):
     """``out[:, e] = sum_k weights[e, columns[k]] * terms[k][:, e]`` for every edge ``e`` (channel blocks
-    of ``out``), where a shared term (``shared[k]``) is one output for every edge. One function so
-    that the sum is a multiply-add per term, in place, not an autograd node per product and sum, and
-    so that its gradients come back in the terms' memory format (the head's pooling hands back
-    contiguous ones, on which a channels-last convolution or BN runs several times slower). It keeps
-    each term once for backward, as the products would."""
+    of ``out``), where a shared term (``shared[k]``) is one output per input (``sources`` of them, as many
+    edges reading each in turn). One function so that the sum is a multiply-add per term, in place, not an
+    autograd node per product and sum, and so that its gradients come back in the terms' memory
+    format (the head's pooling hands back contiguous ones, on which a channels-last convolution or BN
+    runs several times slower). It keeps each term once for backward, as the products would."""
 
     @staticmethod
     def forward(ctx, weights: Tensor, columns: tuple[int, ...], shared: tuple[bool, ...],
-                memory_format: torch.memory_format, *terms: Tensor) -> Tensor:
-        ctx.columns, ctx.shared, ctx.memory_format = columns, shared, memory_format
+                memory_format: torch.memory_format, sources: int, *terms: Tensor) -> Tensor:
+        ctx.columns, ctx.shared, ctx.memory_format, ctx.sources = columns, shared, memory_format, sources
         ctx.save_for_backward(weights, *terms)
         edges = weights.shape[0]
         if edges == 1:  # one edge's sum (the chains run per edge): no channel blocks, fewer calls
@@ -343,27 +414,31 @@ class _MixedSum(torch.autograd.Function):
             for col, term in zip(columns[1:], terms[1:]):
                 out.addcmul_(term, scale[col])
             return out.contiguous(memory_format=memory_format)  # a no-op (no call) when it is already
-        scale = weights.t().reshape(weights.shape[1], 1, edges, 1, 1, 1).unbind(0)
+        # channel blocks as (edges, C), or (sources, edges per source, C): a shared term broadcasts over
+        # the edges
+        blocks = _blocks(edges, sources)
+        scale = weights.t().reshape(weights.shape[1], 1, *blocks, 1, 1, 1).unbind(0)
         like = terms[0]
         n, c, h, w = like.shape
-        c = c if shared[0] else c // edges
+        c = c // (sources if shared[0] else edges)
         dtype = like.dtype if like.dtype == weights.dtype else torch.promote_types(weights.dtype, like.dtype)
         if memory_format == torch.channels_last:
-            out = like.new_empty(n, h, w, edges, c, dtype=dtype).permute(0, 3, 4, 1, 2)
+            out = like.new_empty(n, h, w, *blocks, c, dtype=dtype).permute(0, *range(3, 4 + len(blocks)), 1, 2)
         else:
-            out = like.new_empty(n, edges, c, h, w, dtype=dtype)
+            out = like.new_empty(n, *blocks, c, h, w, dtype=dtype)
         for k, (col, term) in enumerate(zip(columns, terms)):
-            term = term.unsqueeze(1) if shared[k] else term.unflatten(1, (edges, c))
+            term = _shared_view(term, sources) if shared[k] else term.unflatten(1, (*blocks, c))
             if k == 0:
                 torch.mul(term, scale[col], out=out)
             else:
                 out.addcmul_(term, scale[col])
-        return out.flatten(1, 2)
+        return out.flatten(1, len(blocks) + 1)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple:
         weights, *terms = ctx.saved_tensors
         edges, width = weights.shape
+        sources = ctx.sources
         if not grad.is_contiguous(memory_format=ctx.memory_format):
             grad = grad.contiguous(memory_format=ctx.memory_format)
         if edges == 1:
@@ -372,36 +447,49 @@ class _MixedSum(torch.autograd.Function):
             zero = None if len(by_column) == width else weights.new_zeros(())
             per_edge = torch.stack([(grad * by_column[col]).sum() if col in by_column else zero
                                     for col in range(width)])
-            return per_edge.unsqueeze(0), None, None, None, *(grad * scale[col] for col in ctx.columns)
-        blocks = grad.unflatten(1, (edges, -1))
-        scale = weights.t().reshape(width, 1, edges, 1, 1, 1).unbind(0)
+            return per_edge.unsqueeze(0), None, None, None, None, *(grad * scale[col] for col in ctx.columns)
+        shape = _blocks(edges, sources)
+        blocks = grad.unflatten(1, (*shape, -1))
+        scale = weights.t().reshape(width, 1, *shape, 1, 1, 1).unbind(0)
+        dims = (0, *range(len(shape) + 1, blocks.dim()))  # all but the blocks'
         per_column: list[Tensor | None] = [None] * width
         grads = []
         for col, shared, term in zip(ctx.columns, ctx.shared, terms):
             if shared:
-                per_column[col] = (blocks * term.unsqueeze(1)).sum((0, 2, 3, 4))
-                grads.append(_sum_blocks(blocks * scale[col], _layout(term)))
+                per_column[col] = (blocks * _shared_view(term, sources)).sum(dims)
+                grads.append(_sum_blocks(blocks * scale[col], _layout(term), len(shape)))
             else:
-                per_column[col] = (blocks * term.unflatten(1, (edges, -1))).sum((0, 2, 3, 4))
-                grads.append((blocks * scale[col]).flatten(1, 2))
+                per_column[col] = (blocks * term.unflatten(1, (*shape, -1))).sum(dims)
+                grads.append((blocks * scale[col]).flatten(1, len(shape) + 1))
         if any(g is None for g in per_column):
-            zero = weights.new_zeros(edges)
+            zero = weights.new_zeros(shape)
             per_column = [zero if g is None else g for g in per_column]
-        return torch.stack(per_column, 1), None, None, None, *grads
+        alpha = torch.stack(per_column, -1)
+        return alpha if sources == 1 else alpha.flatten(0, 1), None, None, None, None, *grads
+
+
+def _blocks(edges: int, sources: int) -> tuple[int, ...]:
+    return (edges,) if sources == 1 else (sources, edges // sources)
+
+
+def _shared_view(term: Tensor, sources: int) -> Tensor:
+    """A shared term's channels as blocks that broadcast over the edges reading each input."""
+    return term.unsqueeze(1) if sources == 1 else term.unflatten(1, (sources, 1, -1))
 
 
 @sharing_subsamples()  # the stride-2 convs of a group's edges share their subsampled input
 def weighted_sums(ops: Sequence[Sequence[nn.Module]], columns: Sequence[int], x: Tensor, weights: Tensor,
-                  relu_x: Tensor | None, run_op, chains_fused: bool = True) -> list[Tensor]:
-    """``sum_k weights[e, columns[k]] * ops[e][k](x)`` for every edge ``e``: the mixed outputs of edges
-    whose ``k``-th ops are alike. ``run_op(e, k)`` runs an op that is not fused, and every chain unless
-    ``chains_fused``; the ops that read ``x`` alone are computed once either way."""
+                  relu_x: Tensor | None, run_op, chains_fused: bool = True, sources: int = 1) -> list[Tensor]:
+    """``sum_k weights[e, columns[k]] * ops[e][k](x_e)`` for every edge ``e``: the mixed outputs of edges
+    whose ``k``-th ops are alike, ``x`` holding ``sources`` inputs of one shape on consecutive channels,
+    as many edges reading each in turn. ``run_op(e, k)`` runs an op that is not fused, and
+    every chain unless ``chains_fused``; the ops that read an input alone are computed once either way."""
     edges = len(ops)
     r = F.relu(x) if relu_x is None else relu_x
     stats = _RunningStats()
     even = x.shape[-1] % 2 == 0 and x.shape[-2] % 2 == 0
-    # a term is (True, s) for a shared output s, or (False, t) with t every edge's output, on consecutive
-    # channels or (unfused) as a list
+    # a term is (True, s) for a shared output s (one per input), or (False, t) with t every edge's
+    # output, on consecutive channels or (unfused) as a list
     terms: list[tuple[bool, Tensor | list[Tensor]] | None] = [None] * len(columns)
     chains: list[tuple[int, list[nn.Module]]] = []
     for k in range(len(columns)):
@@ -417,27 +505,28 @@ def weighted_sums(ops: Sequence[Sequence[nn.Module]], columns: Sequence[int], x:
             if key[2] is None:
                 terms[k] = (True, pooled)
             else:
-                normed = stats.shared_batch_norm(pooled, [o[1] for o in column])
+                normed = stats.shared_batch_norm(pooled, [o[1] for o in column], sources)
                 terms[k] = (normed.shape[1] == pooled.shape[1], normed)
         elif kind == "reduce" and even:
-            terms[k] = (False, _factorized_reduce(column, r, stats))
+            terms[k] = (False, _factorized_reduce(column, r, stats, sources))
         elif kind == "chain" and chains_fused:
             chains.append((k, column))
         else:
             outs = [run_op(e, k) for e in range(edges)]
             terms[k] = (False, outs if not chains_fused else torch.cat(outs, 1))
     if chains:
-        for (k, _), out in zip(chains, _chains([column for _, column in chains], r, stats)):
+        for (k, _), out in zip(chains, _chains([column for _, column in chains], r, stats, sources)):
             terms[k] = (False, out)
     stats.write()
     shared = tuple(shared for shared, _ in terms)
     memory_format = _layout(x)[1]
     if chains_fused:
-        channels = next(t.shape[1] if shared else t.shape[1] // edges for shared, t in terms)
-        out = _MixedSum.apply(weights, tuple(columns), shared, memory_format, *(term for _, term in terms))
+        channels = next(t.shape[1] // (sources if s else edges) for s, t in terms)
+        out = _MixedSum.apply(weights, tuple(columns), shared, memory_format, sources, *(t for _, t in terms))
         return list(out.split(channels, 1))
-    # per edge: its own terms, with the shared ones; a fused term's channel blocks are views
-    per_edge = [t if s or isinstance(t, list) else t.chunk(edges, 1) for s, t in terms]
-    return [_MixedSum.apply(row, tuple(columns), shared, memory_format,
-                            *(t if s else t[e] for s, t in zip(shared, per_edge)))
+    # per edge: its own terms, with its input's shared ones; a fused term's channel blocks are views
+    per_edge = [t if isinstance(t, list) else [t] * edges if s and sources == 1
+                else [part for part in t.chunk(sources, 1) for _ in range(edges // sources)] if s
+                else t.chunk(edges, 1) for s, t in terms]
+    return [_MixedSum.apply(row, tuple(columns), shared, memory_format, 1, *(t[e] for t in per_edge))
             for e, row in enumerate(weights.split(1))]

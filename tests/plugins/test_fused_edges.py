@@ -105,16 +105,22 @@ def test_fused_path_is_taken_and_runs_fewer_convolutions():
     weights = softmax(mixing(space, torch.float64))
     x = torch.randn(2, *DATA.input_shape, dtype=torch.float64)
     calls = []
-    for net in (per_op, fused):
-        with CountConvolutions() as counter:
+    for net, grad in ((per_op, True), (fused, True), (fused, False)):
+        with CountConvolutions() as counter, torch.set_grad_enabled(grad):
             net(x, arch_weights=weights)
         calls.append(counter.calls)
     # cells: normal, reduce, reduce; preprocessing 2, 2, 3 (FactorizedReduce after a reduction cell), the stem 1.
     # Per op, per edge: 2 sep convs of 4 convolutions, 2 dil convs of 2, and 2 for a stride-2 skip (8 edges
-    # of a reduction cell); fused, per state (5): 4 depthwise, 1 pointwise, 2 depthwise, 1 pointwise, and
-    # one convolution for all the stride-2 skips of a state (2 states of a reduction cell)
+    # of a reduction cell)
     assert calls[0] == 1 + (14 * 12 + 2) + (14 * 12 + 8 * 2 + 2) + (14 * 12 + 8 * 2 + 3)
-    assert calls[1] == 1 + (5 * 8 + 2) + (5 * 8 + 2 + 2) + (5 * 8 + 2 + 3)
+    # fused, per group (4: the cell's two inputs together, then each node read by a later one): the first
+    # depthwise convs of the sep convs (3x3 and 5x5) as one, those of the dil convs as one, 1 pointwise, the
+    # second depthwise of the sep convs as one, 1 pointwise; one convolution for all the stride-2 skips
+    # of a reduction cell's inputs
+    assert calls[1] == 1 + (4 * 5 + 2) + (4 * 5 + 1 + 2) + (4 * 5 + 1 + 3)
+    # outside training passes (no backward follows) each kernel size runs on its own, so that a count of
+    # multiply-adds sees the architecture's: 4 depthwise, 1 pointwise, 2 depthwise, 1 pointwise per group
+    assert calls[2] == 1 + (4 * 8 + 2) + (4 * 8 + 1 + 2) + (4 * 8 + 1 + 3)
 
 
 def test_both_paths_keep_no_relu_inside_a_sep_conv(monkeypatch, fusion):
@@ -161,7 +167,8 @@ def test_the_default_on_a_large_cell_shares_the_poolings_and_runs_the_convolutio
             out = net(x, arch_weights=weights)
         calls.append(counter.calls)
     assert close(out, per_op(x, arch_weights=weights), torch.float64)
-    # 3 cells of 14 edges, 5 states with edges leaving them (a pooling of each kind per edge or state)
+    # 3 cells of 14 edges, 5 states with edges leaving them (a pooling of each kind per edge or state: the
+    # cell's two inputs are not read together where the chains run per edge)
     assert calls[0][F.avg_pool2d] == 3 * 14 and calls[1][F.avg_pool2d] == 3 * 5
     assert calls[0][F.max_pool2d] == 3 * 14 and calls[1][F.max_pool2d] == 3 * 5
     # the conv chains per edge, as per op; the stride-2 skips of a reduction cell's 2 input states as one
@@ -229,6 +236,56 @@ def test_edges_that_compute_different_ops_are_fused_in_groups(fusion):
         assert close(a, b, torch.float64)
 
 
+def test_the_cells_two_inputs_are_read_together_where_their_edges_compute_the_same_ops(monkeypatch, fusion):
+    """``forward_groups``: the edges leaving a cell's two inputs are one fused group (one ``weighted_sums``
+    call over both inputs) where the chains run fused and the edges compute the same ops; otherwise
+    each input's edges are a group, as ``forward_group`` computes them. Either way the per-op results."""
+    space, per_op, fused = pair(fusion=fusion)
+    alphas = mixing(space, torch.float64)
+    x = torch.randn(3, *DATA.input_shape, dtype=torch.float64)
+    calls = []
+    inner = fused_module.weighted_sums
+
+    def spy(ops, columns, x, weights, relu_x, run_op, chains_fused=True, sources=1):
+        calls.append(sources)
+        return inner(ops, columns, x, weights, relu_x, run_op, chains_fused, sources)
+
+    monkeypatch.setattr(fused_module, "weighted_sums", spy)
+    expected = forward_and_gradients(per_op, alphas, x)
+    for pruned in (False, True):
+        if pruned:  # one edge leaving the second input computes one op fewer: its input is a group of its own
+            for net in (per_op, fused):
+                net.cells[1].edges[1].computed = net.cells[1].edges[1].computed[1:]
+            expected = forward_and_gradients(per_op, alphas, x)
+        calls.clear()
+        got = forward_and_gradients(fused, alphas, x)
+        for a, b in zip([expected[0], *expected[1]], [got[0], *got[1]]):
+            assert close(a, b, torch.float64)
+        # 3 cells: the inputs together then 3 nodes, or (chains per edge, or the pruned cell) 5 states;
+        # in the pruned cell the second input's edges compute two sets of ops: two groups
+        together = [2, 1, 1, 1] if fusion else [1] * 5
+        assert calls == together * 3 if not pruned else together + [1] * 6 + together
+
+
+@pytest.mark.parametrize("cell,channels", [(0, 4), (1, 8)])  # pair()'s normal cell of C=4, reduction of 8
+def test_edges_reading_two_inputs_give_each_edges_forward(cell, channels, fusion):
+    """``WeightedSumEdge.weighted_sums`` of the edges of both inputs of a cell, the inputs as a tuple: the
+    outputs and alpha gradients of each edge's own forward (chains fused, or per edge)."""
+    _, _, net = pair(fusion=fusion)
+    cell = net.cells[cell]
+    edges = [cell.edges[row] for state in (0, 1) for row in cell.leaving[state]]
+    gen = torch.Generator().manual_seed(4)
+    xs = tuple(torch.randn(3, channels, 8, 8, dtype=torch.float64, generator=gen) for _ in range(2))
+    weights = torch.rand(len(edges), 8, dtype=torch.float64, generator=gen).requires_grad_()
+    got = WeightedSumEdge.weighted_sums(edges, xs, weights, None)
+    expected = [edge(xs[e // 4], w) for e, (edge, w) in enumerate(zip(edges, weights))]
+    for a, b in zip(expected, got):
+        assert close(a, b, torch.float64)
+    grad_a = torch.autograd.grad(sum(t.square().sum() for t in expected), weights)[0]
+    grad_b = torch.autograd.grad(sum(t.square().sum() for t in got), weights)[0]
+    assert close(grad_a, grad_b, torch.float64)
+
+
 class Doubling(nn.Module):
     """An op the fusion does not know: it runs per edge inside a fused group."""
 
@@ -273,6 +330,12 @@ def test_a_subclass_that_changes_forward_alone_is_not_fused_past_its_forward():
     outs = Halved.forward_group(edges, x, weights, relu_x=F.relu(x))
     for edge, w, out in zip(edges, weights, outs):
         assert torch.equal(out, edge(x, w))
+    # nor are the groups of two inputs read together (MixedEdge.forward_groups)
+    y = torch.randn(2, 4, 6, 6)
+    groups = Halved.forward_groups([(edges, x, weights, {"relu_x": F.relu(x)}), (edges, y, weights, {})])
+    for x_group, outs in zip((x, y), groups):
+        for edge, w, out in zip(edges, weights, outs):
+            assert torch.equal(out, edge(x_group, w))
 
 
 @pytest.mark.parametrize("edge", [{"name": "darts_minus"}, {"name": "partial_channels", "k": 2},
