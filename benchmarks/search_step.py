@@ -103,9 +103,26 @@ def _build(engine: str, mode: str, cfg: dict, device):
     return step, lambda: net(train[0], arch_weights=relax.weights()), set_recompute
 
 
-def measure(engine: str, mode: str, cfg: dict) -> dict:
+def _conv_backward_flop(grad_out_shape, x_shape, w_shape, bias, stride, padding, dilation, transposed,
+                        output_padding, groups, output_mask, out_shape=None, **kwargs) -> int:
+    """A conv's backward: each gradient asked for (input, weight) as many multiply-adds as its forward.
+    torch 2.14's own formula counts a grouped conv's weight gradient as if the conv were ungrouped,
+    ``groups`` times its work (a depthwise conv's, C times)."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    return conv_flop_count(x_shape, w_shape, grad_out_shape, transposed) * (bool(output_mask[0]) + bool(output_mask[1]))
+
+
+def flop_counter():
+    """``FlopCounterMode`` with the weight gradient of grouped convs counted right."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
+
+    return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
+
+
+def measure(engine: str, mode: str, cfg: dict) -> dict:
+    import torch
 
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
@@ -134,14 +151,14 @@ def measure(engine: str, mode: str, cfg: dict) -> dict:
         result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         result["peak_extra_mb"] = result["cuda_peak_mb"] - base_cuda
         result["device_name"] = torch.cuda.get_device_name(device)
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         with torch.no_grad():
             forward()
     result["forward_gflop"] = counter.get_total_flops() / 1e9
     # FLOPs of the algorithm, without recomputation: counting under checkpointing keeps every
     # activation alive (the counting mode defeats it) and would not fit in memory
     set_recompute(False)
-    with FlopCounterMode(display=False) as counter:
+    with flop_counter() as counter:
         step()
     result["step_gflop"] = counter.get_total_flops() / 1e9
     result["gflops_per_s"] = result["step_gflop"] / result["seconds"]  # useful FLOPs per second

@@ -88,3 +88,22 @@ def test_fidelity_scripts_skip_cleanly_without_the_authors_code(method):
                           text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().startswith("skipped: set ") and "_SRC=" in proc.stdout
+
+
+def test_the_flop_count_of_a_grouped_convs_weight_gradient_is_its_forwards():
+    """torch's own formula counts it as if the conv were ungrouped; the benchmark's counter does not."""
+    import torch
+    import torch.nn.functional as F
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from search_step import flop_counter
+
+    for groups in (1, 8):
+        x = torch.randn(2, 32, 8, 8, requires_grad=True)
+        w = torch.randn(32, 32 // groups, 3, 3, requires_grad=True)
+        with flop_counter() as counter:
+            F.conv2d(x, w, padding=1, groups=groups).sum().backward()
+        counts = {str(op): n for op, n in counter.get_flop_counts()["Global"].items()}
+        forward = 2 * 2 * 32 * (32 // groups) * 9 * 8 * 8  # 2 flops per multiply-add, at every output
+        assert counts["aten.convolution"] == forward
+        assert counts["aten.convolution_backward"] == 2 * forward  # input and weight gradients
