@@ -195,9 +195,8 @@ def profile(step, cuda: bool, top: int = 12) -> dict:
 
 def run_one(engine: str, mode: str, cfg: dict, timeout: float, baseline: Path | None = None) -> dict | None:
     """``engine`` "baseline" is "ours" with the code of the ``baseline`` checkout imported first."""
+    # "baseline" gets --fused/--no-fused too (a checkout without space.fused_edges then fails, saying so)
     worker = "ours" if engine == "baseline" else engine
-    if engine == "baseline":
-        cfg = {**cfg, "fused": None}  # an earlier checkout may have no such option
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", worker, mode, "--config", json.dumps(cfg)]
     trees = [baseline, baseline / "plugins"] if engine == "baseline" and baseline else []
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*trees, ROOT, os.environ.get("PYTHONPATH", "")]))}
