@@ -61,6 +61,8 @@ class SearchCell(nn.Module):
         # not consecutive in alpha, so the weights are read once in that order
         self.leaving = [[row for row, (src, _) in enumerate(edges) if src == state]
                         for state in range(NUM_INPUTS + opts.nodes - 1)]
+        # the states whose edges are called together (MixedEdge.forward_groups): the two inputs, then each node
+        self.read_together = [list(range(NUM_INPUTS)), *([state] for state in range(NUM_INPUTS, len(self.leaving)))]
         self.target = [dst - NUM_INPUTS for _, dst in edges]
         self.register_buffer("by_source", torch.tensor([row for rows in self.leaving for row in rows]),
                              persistent=False)
@@ -92,8 +94,7 @@ class SearchCell(nn.Module):
         same order, source by source."""
         by_source = weights.index_select(0, self.by_source).split([len(rows) for rows in self.leaving])
         nodes: list[Tensor | None] = [None] * self.nodes
-        calls = [list(range(NUM_INPUTS)), *([state] for state in range(NUM_INPUTS, len(self.leaving)))]
-        for call in calls:
+        for call in self.read_together:
             group = EdgeGroups([[self.edges[row] for row in self.leaving[state]] for state in call])
             args = [t for state in call for t in (states[state], by_source[state], relus[state])]
             outs = recompute(group, *args) if recompute_edges else group(*args)

@@ -173,11 +173,9 @@ class _RunningStats:
         # for its own running statistics: no second pass over y to find them
         mean, var = y.new_zeros(2, y.shape[1]).unbind(0)
         out = normalize(y, mean, var, 1.0, bn.eps)
-        mean, var = (mean.chunk(sources), var.chunk(sources)) if sources > 1 else ((mean,), (var,))
         means, variances = self.lerp.setdefault(bn.momentum, ([], []))
         means += [b.running_mean for b in bns] + [b.running_var for b in bns]
-        per_input = len(bns) // sources
-        variances += [mean[e // per_input] for e in range(len(bns))] + [var[e // per_input] for e in range(len(bns))]
+        variances += _per_edge(mean, sources, len(bns)) + _per_edge(var, sources, len(bns))
         self.counts += [b.num_batches_tracked for b in bns]
         return out
 
@@ -239,9 +237,10 @@ class _Repeat(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, n: int, sources: int = 1, times: int = 1) -> Tensor:
+        if sources == 1:  # one input: n * times copies of it, summed back as one block
+            n, times = n * times, 1
         ctx.blocks, ctx.like = (times, sources, n), _layout(x)
-        parts = x.chunk(sources, 1) if sources > 1 else (x,)
-        return torch.cat([part for _ in range(times) for part in parts for _ in range(n)], 1)
+        return torch.cat(_per_edge(x, sources, sources * n) * times, 1)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple:
@@ -249,6 +248,13 @@ class _Repeat(torch.autograd.Function):
         if sources == times == 1:
             return _sum_blocks(grad.unflatten(1, (n, -1)), ctx.like), None, None, None
         return _sum_blocks(grad.unflatten(1, (times, sources, n, -1)), ctx.like, (1, 3)), None, None, None
+
+
+def _per_edge(x: Tensor, sources: int, edges: int) -> list[Tensor]:
+    """Each edge's block of ``x``, which holds ``sources`` blocks on its first dim after the batch's (or
+    on its only dim), read by ``edges // sources`` consecutive edges each: views, no call for one."""
+    parts = x.chunk(sources, 1 if x.dim() > 1 else 0) if sources > 1 else (x,)
+    return [part for part in parts for _ in range(edges // sources)]
 
 
 def concat(tensors: Sequence[Tensor], dim: int = 0) -> Tensor:
@@ -298,9 +304,8 @@ def _conv(x: Tensor, convs: Sequence[nn.Conv2d], shared_input: bool, repeat: dic
           relu: bool = False, sources: int = 1, edges: int = 1) -> Tensor:
     """Every conv of ``convs`` on its own consecutive channels of ``x`` (or, when ``shared_input``, the
     convs of ``edges`` edges in turn, each on its edge's input: ``x`` holds ``sources`` on consecutive
-    channels, read by as many edges each),
-    outputs concatenated in order; of ``relu(x)`` when ``relu``. Depthwise convs of several kernel
-    sizes with "same" padding run as one (:func:`_merged_weight`)."""
+    channels, read by as many edges each), outputs concatenated in order; of ``relu(x)`` when ``relu``.
+    Depthwise convs of several kernel sizes with "same" padding run as one (:func:`_merged_weight`)."""
     c, n = convs[0], len(convs)
     padding = c.padding
     if any(m.kernel_size != c.kernel_size for m in convs):
@@ -323,8 +328,7 @@ def _repeated(x: Tensor, convs: int, edges: int, sources: int, memo: dict[int, T
     if convs == sources:
         return x
     if convs not in memo:
-        memo[convs] = _Repeat.apply(x, convs // sources, 1, 1) if sources == 1 else _Repeat.apply(
-            x, edges // sources, sources, convs // edges)
+        memo[convs] = _Repeat.apply(x, edges // sources, sources, convs // edges)
     return memo[convs]
 
 
@@ -525,8 +529,6 @@ def weighted_sums(ops: Sequence[Sequence[nn.Module]], columns: Sequence[int], x:
         out = _MixedSum.apply(weights, tuple(columns), shared, memory_format, sources, *(t for _, t in terms))
         return list(out.split(channels, 1))
     # per edge: its own terms, with its input's shared ones; a fused term's channel blocks are views
-    per_edge = [t if isinstance(t, list) else [t] * edges if s and sources == 1
-                else [part for part in t.chunk(sources, 1) for _ in range(edges // sources)] if s
-                else t.chunk(edges, 1) for s, t in terms]
+    per_edge = [t if isinstance(t, list) else _per_edge(t, sources if s else edges, edges) for s, t in terms]
     return [_MixedSum.apply(row, tuple(columns), shared, memory_format, 1, *(t[e] for t in per_edge))
             for e, row in enumerate(weights.split(1))]
