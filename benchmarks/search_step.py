@@ -121,9 +121,29 @@ def flop_counter():
     return FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: _conv_backward_flop})
 
 
+def _keep_freed_memory(engine: str, policy: str) -> bool:
+    """Whether this process keeps the memory a step frees (nas_core.allocator), by ``--freed-memory``: "as-nas",
+    our engines as the ``nas`` program runs them (a baseline checkout from before the module, as it ran) and the
+    reference as a plain process; "kept", every engine; "returned", none (glibc's default)."""
+    if policy == "returned" or (policy == "as-nas" and engine == "reference"):
+        return False
+    import nas_core
+
+    try:
+        from nas_core import allocator
+    except ImportError:
+        return False
+    # a baseline checkout from before the module: the editable install of this tree fills in the
+    # submodule the checkout lacks, so it is the checkout's only if it lies beside the checkout's package
+    if Path(allocator.__file__).parent != Path(nas_core.__file__).parent:
+        return False
+    return allocator.reuse_freed_memory()
+
+
 def measure(engine: str, mode: str, cfg: dict) -> dict:
     import torch
 
+    kept = _keep_freed_memory(engine, cfg.get("freed_memory", "as-nas"))
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     device = torch.device(cfg["device"])
@@ -146,7 +166,7 @@ def measure(engine: str, mode: str, cfg: dict) -> dict:
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {"engine": engine, "mode": mode, **cfg, "seconds": statistics.median(times), "all_seconds": times,
               "peak_rss_mb": peak_rss, "peak_extra_mb": peak_rss - base_rss,
-              "torch_threads": torch.get_num_threads()}
+              "torch_threads": torch.get_num_threads(), "freed_memory_kept": kept}
     if cuda:
         result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
         result["peak_extra_mb"] = result["cuda_peak_mb"] - base_cuda
@@ -221,9 +241,12 @@ def print_table(results: list[dict]) -> None:
     print("-" * len(head))
     for r in results:
         peak = r.get("cuda_peak_mb", r["peak_rss_mb"])
-        print(f"{r['engine']:15s} {r['mode']:10s} {r['batch']:5d} {r['cells']:5d} {r['seconds']:8.3f} {peak:8.0f} "
+        engine = r["engine"] + ("*" if r.get("freed_memory_kept") else "")
+        print(f"{engine:15s} {r['mode']:10s} {r['batch']:5d} {r['cells']:5d} {r['seconds']:8.3f} {peak:8.0f} "
               f"{r['peak_extra_mb']:7.0f} "
               f"{r['forward_gflop']:9.2f} {r['step_gflop']:10.2f} {r['gflops_per_s']:8.1f}")
+    if any(r.get("freed_memory_kept") for r in results):
+        print("* keeps the memory a step frees for the next (nas_core.allocator, as the nas program does)")
     for r in results:
         if "op_calls" in r:
             kernels = f", {r['cuda_kernels']} CUDA kernels" if r["cuda_kernels"] else ""
@@ -285,6 +308,10 @@ def main() -> None:
     p.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
                    help="our engines with space.fused_edges on or off (default: the space's default); "
                         "engine ours_per_op is always off, for both in one run")
+    p.add_argument("--freed-memory", choices=("as-nas", "kept", "returned"), default="as-nas",
+                   help="whether a process keeps the memory a step frees for the next (nas_core.allocator): "
+                        "as-nas (default), our engines do as the nas program does and the reference does not; "
+                        "kept, every engine; returned, none (glibc's default)")
     p.add_argument("--json", type=Path, help="write all results here")
     p.add_argument("--baseline", type=Path, help="engine 'baseline': our step with the code of this checkout "
                                                   "(e.g. a git worktree of an earlier commit), for A/B comparisons")
@@ -303,7 +330,7 @@ def main() -> None:
     if args.smoke:
         args.batch, args.cells, args.channels, args.image, args.steps, args.warmup = 4, 3, 4, 8, 1, 0
     cfg = {k: getattr(args, k) for k in ("device", "batch", "cells", "channels", "image", "steps", "warmup", "threads",
-                                         "profile", "fused")}
+                                         "profile", "fused", "freed_memory")}
     cfg["in_channels"] = in_channels
     print(f"search step, darts_cnn: batch {args.batch}, {args.cells} cells, C={args.channels}, "
           f"{args.image}x{args.image}x{in_channels}, 10 classes, device {args.device}\n")

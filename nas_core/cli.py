@@ -17,7 +17,7 @@ import threading
 import traceback
 from collections.abc import Iterable, Sequence
 
-from nas_core import __version__, distributed
+from nas_core import __version__, allocator, distributed
 from nas_core.errors import NasError, one_line
 
 EXAMPLES = """examples:
@@ -112,6 +112,7 @@ def main(argv: Sequence[str] | None = None, *, plugins: Iterable[object] = (), a
     argv = list(sys.argv[1:] if argv is None else argv)
     show_traceback = "--traceback" in argv or os.environ.get("NAS_TRACEBACK", "") not in ("", "0")
     _setup_console_logging()
+    allocator.reuse_freed_memory()  # the process is nas's: a CPU step's freed memory is kept for the next
     previous = _terminate_like_interrupt()
     try:
         from nas_core.toolkit import Toolkit

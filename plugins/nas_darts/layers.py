@@ -10,6 +10,8 @@ they subclass.
 - :func:`normalize`, :class:`BatchNorm2d`: affine-free batch norm in training mode that keeps its
   output for backward instead of its input. The mixed edge's weighted sum keeps that output anyway
   (for the gradient of alpha), so one tensor per op fewer is held in an architecture step.
+- :func:`conv_backward`: the weight gradient of a depthwise kernel wider than 3 columns by blocks of 3
+  columns on CPU, where oneDNN's own is several times slower (the backward of the convs above).
 - :func:`crop`: in training passes on CPU, a kernel larger than the map it runs over (a 5x5 on the
   2x2 maps of the demo's last cells) without the taps at its borders that read only padding.
 - :func:`relu_conv2d`: ``conv2d(relu(y))`` that keeps ``y`` for backward, not ``relu(y)``, and computes
@@ -113,6 +115,83 @@ def _from_phases(y: Tensor, dilation: Pair) -> Tensor:
     return view.reshape(-1, h * d_h, w * d_w, c).permute(0, 3, 1, 2)
 
 
+#: The widest depthwise kernel whose weight gradient oneDNN computes fast on CPU (torch 2.14.1, AVX2,
+#: channels-last input). A wider one's takes 2-3x as long as the weight gradients of its blocks of 3
+#: columns where maps are wide and batches large: at the paper config a 5x5's took 4.2 ms, a 5x3's
+#: 0.35 ms. Over maps narrower than 8 columns, in small tensors, and for kernels with a channel
+#: multiplier (several output channels per input channel), oneDNN's own is as fast or faster
+#: (benchmarks/depthwise_backward.py).
+FAST_KERNEL_WIDTH = 3
+SPLIT_FROM_WIDTH, SPLIT_FROM_ELEMENTS = 8, 1 << 17
+
+
+def splits_weight_gradient(x: Tensor, weight: Tensor, groups: int, out_width: int) -> bool:
+    """Whether :func:`conv_backward` computes this conv's weight gradient in column blocks: a depthwise
+    kernel wider than :data:`FAST_KERNEL_WIDTH` over channels-last input on CPU, with output maps of
+    at least :data:`SPLIT_FROM_WIDTH` columns and at least :data:`SPLIT_FROM_ELEMENTS` input elements."""
+    return (x.device.type == "cpu" and x.dim() == 4 and groups > 1 and groups == x.shape[1] == weight.shape[0]
+            and weight.shape[1] == 1 and weight.shape[-1] > FAST_KERNEL_WIDTH and x.stride(1) < x.stride(3)
+            and out_width >= SPLIT_FROM_WIDTH and x.numel() >= SPLIT_FROM_ELEMENTS)
+
+
+def conv_backward(grad: Tensor, x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair,
+                  groups: int, mask: tuple[bool, bool]) -> tuple[Tensor | None, Tensor | None]:
+    """The gradients of a bias-free conv's input and weight (those ``mask`` asks for), as
+    ``aten.convolution_backward`` gives them; the weight's by :func:`weight_gradient_by_blocks` where
+    :func:`splits_weight_gradient`. Differentiable, for a double backward."""
+    split = mask[1] and splits_weight_gradient(x, weight, groups, grad.shape[-1])
+    grad_x, grad_weight, _ = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, list(stride), list(padding), list(dilation), False, [0, 0], groups,
+        [mask[0], mask[1] and not split, False])
+    if split:
+        grad_weight = weight_gradient_by_blocks(grad, x, weight, stride, padding, dilation, groups)
+    return grad_x, grad_weight
+
+
+def weight_gradient_by_blocks(grad: Tensor, x: Tensor, weight: Tensor, stride: Pair, padding: Pair,
+                              dilation: Pair, groups: int) -> Tensor:
+    """A bias-free conv's weight gradient by blocks of at most :data:`FAST_KERNEL_WIDTH` columns, each the
+    weight gradient of that block's conv over the columns of ``x`` it reads. Exact: the same products,
+    summed in another order."""
+    (p_h, p_w), (s_w, d_w), out_w = padding, (stride[1], dilation[1]), grad.shape[-1]
+    padded = F.pad(x, (p_w, p_w))  # then each block reads its columns unpadded
+    blocks = []
+    for first in range(0, weight.shape[-1], FAST_KERNEL_WIDTH):
+        block = weight[..., first:first + FAST_KERNEL_WIDTH]
+        # the columns that block's taps read, from its first tap at the first output to its last at the last
+        read = padded[..., first * d_w:first * d_w + (out_w - 1) * s_w + (block.shape[-1] - 1) * d_w + 1]
+        blocks.append(torch.ops.aten.convolution_backward(
+            grad, read, block, None, list(stride), [p_h, 0], list(dilation), False, [0, 0], groups,
+            [False, True, False])[1])
+    return torch.cat(blocks, -1)
+
+
+class _Conv(torch.autograd.Function):
+    """A bias-free conv whose backward is :func:`conv_backward`'s."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int) -> Tensor:
+        ctx.args = stride, padding, dilation, groups
+        ctx.save_for_backward(x, weight)
+        return F.conv2d(x, weight, None, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple:
+        x, weight = ctx.saved_tensors
+        grad_x, grad_weight = conv_backward(grad, x, weight, *ctx.args, ctx.needs_input_grad[:2])
+        return grad_x, grad_weight, None, None, None, None
+
+
+def _conv(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair, groups: int,
+          training: bool) -> Tensor:
+    """``F.conv2d`` without bias; through :class:`_Conv` in a CPU training pass whose weight gradient
+    :func:`conv_backward` splits."""
+    out_width = (x.shape[-1] + 2 * padding[1] - dilation[1] * (weight.shape[-1] - 1) - 1) // stride[1] + 1
+    if _cpu_training_pass(x, training) and splits_weight_gradient(x, weight, groups, out_width):
+        return _Conv.apply(x, weight, tuple(stride), tuple(padding), tuple(dilation), groups)
+    return F.conv2d(x, weight, None, stride, padding, dilation, groups)
+
+
 # The autograd functions here and in fused.py define forward(ctx, ...), not setup_context: with
 # setup_context, every call binds its arguments through inspect.signature (about 25 us, and a demo
 # search step makes over 2,000 such calls).
@@ -130,11 +209,10 @@ class _PhaseConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple:
         x, weight = ctx.saved_tensors
-        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False]
+        mask = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         # differentiable: a double backward (the exact Hessian-vector product) goes through it
-        grad_sub, grad_weight, _ = torch.ops.aten.convolution_backward(
-            _to_phases(grad, ctx.dilation), _to_phases(x, ctx.dilation), weight, None, [1, 1], list(_half(weight)),
-            [1, 1], False, [0, 0], ctx.groups, mask)
+        grad_sub, grad_weight = conv_backward(_to_phases(grad, ctx.dilation), _to_phases(x, ctx.dilation), weight,
+                                              (1, 1), _half(weight), (1, 1), ctx.groups, mask)
         grad_x = _from_phases(grad_sub, ctx.dilation) if grad_sub is not None else None
         return grad_x, grad_weight, None, None
 
@@ -220,12 +298,12 @@ def conv2d(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pai
         return F.conv2d(_subsampled(x, tuple(stride)), weight, None, 1, 0, 1, groups)
     route = dilated_route(x, weight, stride, padding, dilation, groups, training)
     if route == "subsample":
-        return F.conv2d(_subsampled(x, tuple(dilation)), weight, None, 1, _half(weight), 1, groups)
+        return _conv(_subsampled(x, tuple(dilation)), weight, (1, 1), _half(weight), (1, 1), groups, training)
     if route == "phases":
         return _PhaseConv.apply(x, weight, tuple(dilation), groups)
     if route == "spread":
-        return F.conv2d(x, spread(weight, dilation), None, stride, padding, 1, groups)
-    return F.conv2d(x, weight, None, stride, padding, dilation, groups)
+        return _conv(x, spread(weight, dilation), stride, padding, (1, 1), groups, training)
+    return _conv(x, weight, stride, padding, dilation, groups, training)
 
 
 class RoutedConv2d(nn.Conv2d):
@@ -312,11 +390,11 @@ class _ReLUConv(torch.autograd.Function):
     def backward(ctx, grad: Tensor) -> tuple:
         y, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.args
-        mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False]
-        # the calls autograd makes for relu and conv2d, given the same tensors: the same bits; and
-        # differentiable, relu(y) included, for a double backward (the exact Hessian-vector product)
-        grad_r, grad_weight, _ = torch.ops.aten.convolution_backward(
-            grad, F.relu(y), weight, None, list(stride), list(padding), list(dilation), False, [0, 0], groups, mask)
+        mask = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        # the calls autograd makes for relu and conv2d, given the same tensors: the same bits (but for
+        # the weight gradient of a wide depthwise kernel, conv_backward's); and differentiable, relu(y)
+        # included, for a double backward (the exact Hessian-vector product)
+        grad_r, grad_weight = conv_backward(grad, F.relu(y), weight, stride, padding, dilation, groups, mask)
         grad_y = torch.ops.aten.threshold_backward(grad_r, y, 0) if grad_r is not None else None
         return grad_y, grad_weight, None, None, None, None
 

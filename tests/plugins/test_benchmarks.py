@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -24,6 +25,10 @@ def test_search_step_benchmark_smoke(tmp_path):
     assert all(r["seconds"] > 0 and r["forward_gflop"] > 0 and r["peak_rss_mb"] > 0 for r in data["results"])
     assert "ours/reference darts_2nd time" in data["ratios"]
     assert "ours/reference darts_2nd time" in proc.stdout
+    # our engines run as the nas program does (freed memory kept, on glibc), the reference as a plain process
+    glibc = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
+    assert {(r["engine"], r["freed_memory_kept"]) for r in data["results"]} == {
+        ("reference", False), ("ours", glibc), ("ours_recompute", glibc)}
 
 
 @pytest.mark.slow  # two fresh processes
@@ -107,3 +112,23 @@ def test_the_flop_count_of_a_grouped_convs_weight_gradient_is_its_forwards():
         forward = 2 * 2 * 32 * (32 // groups) * 9 * 8 * 8  # 2 flops per multiply-add, at every output
         assert counts["aten.convolution"] == forward
         assert counts["aten.convolution_backward"] == 2 * forward  # input and weight gradients
+
+
+def test_depthwise_backward_benchmark_runs():
+    proc = subprocess.run([sys.executable, "benchmarks/depthwise_backward.py", "--shapes", "2x4x8", "--kernels", "5",
+                           "--repeats", "1"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split() for line in proc.stdout.splitlines()[2:]]
+    # multipliers 1 and 2; too small a tensor to split either way
+    assert [(r[3], r[4], r[-1]) for r in rows] == [("5", "1", "no"), ("5", "2", "no")]
+
+
+def test_the_step_benchmark_keeps_freed_memory_as_the_nas_program_does(monkeypatch):
+    from benchmarks import search_step
+    from nas_core import allocator
+
+    monkeypatch.setattr(allocator, "reuse_freed_memory", lambda: True)
+    engines = ("reference", "ours", "baseline")
+    assert [search_step._keep_freed_memory(e, "as-nas") for e in engines] == [False, True, True]
+    assert [search_step._keep_freed_memory(e, "kept") for e in engines] == [True, True, True]
+    assert [search_step._keep_freed_memory(e, "returned") for e in engines] == [False, False, False]

@@ -4,6 +4,8 @@ included) and BN running statistics, to rounding."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,6 +17,7 @@ from nas_core.registry import Operation
 from nas_darts.architect import DartsOptions, darts_second_order
 from nas_darts.cnn_space import DartsCnnOptions, DartsCnnSpace, SearchCell
 from nas_darts import fused as fused_module
+from nas_darts import layers
 from nas_darts.edges import WeightedSumEdge
 from nas_darts.ops import Chain
 from nas_darts.softmax import SoftmaxOptions, SoftmaxRelaxation
@@ -198,6 +201,39 @@ def test_second_order_architecture_gradient_is_the_same_fused(hvp, fusion):
         grads.append(g)
     for a, b in zip(*grads):
         assert close(a, b, torch.float64) and a.abs().sum() > 0
+
+
+@pytest.mark.parametrize("hvp", ["finite_difference", "exact"])
+def test_weight_gradients_by_column_blocks_change_no_gradient(monkeypatch, fusion, hvp):
+    """The 5x5 kernels' weight gradients in blocks of 3 columns (layers.conv_backward), forced on at this
+    size, against oneDNN's whole kernels: the weights' and alpha's gradients, first and second order."""
+    space, _, net = pair(fusion=fusion, channels_last=True)
+    alphas = mixing(space, torch.float64)
+    x = torch.randn(6, *DATA.input_shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    gen = torch.Generator().manual_seed(4)
+    batches = [(torch.randn(8, *DATA.input_shape, generator=gen, dtype=torch.float64),
+                torch.randint(0, 10, (8,), generator=gen)) for _ in range(2)]
+    splits = []
+
+    def spy(*args):
+        splits.append(split(*args))
+        return splits[-1]
+
+    results = []
+    for on in (False, True):
+        split = layers.splits_weight_gradient
+        monkeypatch.setattr(layers, "FAST_KERNEL_WIDTH", 3 if on else 5)
+        monkeypatch.setattr(layers, "SPLIT_FROM_WIDTH", 1)
+        monkeypatch.setattr(layers, "SPLIT_FROM_ELEMENTS", 0)
+        monkeypatch.setattr(layers, "splits_weight_gradient", spy)
+        torch.manual_seed(0)
+        _, grads = forward_and_gradients(net, alphas, x)
+        opt = optimizer(copy.deepcopy(net), space, torch.float64, hvp=hvp)
+        results.append([*grads, *opt.arch_gradient(*batches)[1]])
+        monkeypatch.setattr(layers, "splits_weight_gradient", split)
+        assert any(splits) == on
+    for a, b in zip(*results):
+        assert close(a, b, torch.float64)
 
 
 def test_recomputed_fused_edges_give_the_same_gradients():

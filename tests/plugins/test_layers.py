@@ -13,8 +13,12 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from conftest import saved_bytes
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from nas_darts import layers
 from nas_darts.layers import (BatchNorm2d, MaxPool2d, RoutedConv2d, _from_phases, _to_phases, conv2d, crop,
-                              dilated_route, normalize, relu_conv2d, sharing_subsamples, spread)
+                              dilated_route, normalize, relu_conv2d, sharing_subsamples, splits_weight_gradient,
+                              spread)
 from nas_darts.ops import Chain, FactorizedReduce, make_op
 
 
@@ -128,12 +132,62 @@ def test_crop_drops_only_taps_that_read_padding(size, kernel, dilation, stride, 
                                                             requires_grad=True)))
 
 
+class WeightGradientWidths(TorchDispatchMode):
+    """The kernel widths of the weight gradients that convolution backwards compute."""
+
+    def __init__(self):
+        super().__init__()
+        self.widths = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten.convolution_backward.default and args[-1][1]:
+            self.widths.append(args[2].shape[-1])
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("kernel, stride, padding, dilation, widths", [
+    ((5, 5), 1, 2, 1, [3, 2]), ((5, 5), 2, 2, 1, [3, 2]), ((5, 5), 1, 4, 2, [3, 2]),
+    ((5, 5), 3, 1, 2, [3, 3, 3]),  # the "spread" route: a 9x9 kernel
+    ((3, 5), 1, (1, 2), 1, [3, 2]), ((7, 7), 1, 3, 1, [3, 3, 1]), ((4, 4), 1, 1, 1, [3, 1])])
+def test_a_wide_depthwise_kernels_weight_gradient_by_column_blocks_is_torchs(monkeypatch, kernel, stride, padding,
+                                                                          dilation, widths):
+    monkeypatch.setattr(layers, "SPLIT_FROM_WIDTH", 1)
+    monkeypatch.setattr(layers, "SPLIT_FROM_ELEMENTS", 0)
+    conv = RoutedConv2d(3, 3, kernel, stride=stride, padding=padding, dilation=dilation, groups=3, bias=False).double()
+    x = channels_last(torch.randn(2, 3, 9, 10, dtype=torch.float64)).requires_grad_()
+    y = F.conv2d(x, conv.weight, None, stride, padding, dilation, 3)
+    g = torch.randn_like(y)
+    with WeightGradientWidths() as seen:
+        ours = torch.autograd.grad(conv(x), (x, conv.weight), g)
+    assert seen.widths == widths  # the blocks, and no whole-kernel weight gradient besides
+    torchs = torch.autograd.grad(y, (x, conv.weight), g)
+    for a, b in zip(ours, torchs):
+        assert (a - b).abs().max() <= 1e-12 * b.abs().max()
+    # and its second derivatives (the exact Hessian-vector product differentiates this backward)
+    assert torch.autograd.gradgradcheck(lambda x, w: conv2d(x, w, _pair(stride), _pair(padding), _pair(dilation), 3,
+                                                            True), (x, conv.weight))
+
+
+def test_the_weight_gradient_is_split_where_it_was_measured_to_pay():
+    x = channels_last(torch.empty(64, 16, 32, 32))  # the paper config's first cells
+    kernel = torch.empty(16, 1, 5, 5)
+    assert splits_weight_gradient(x, kernel, 16, 32)
+    assert splits_weight_gradient(x, kernel, 16, 8)
+    assert not splits_weight_gradient(x, kernel, 16, 4)  # output maps of under 8 columns
+    assert not splits_weight_gradient(x.contiguous(), kernel, 16, 32)  # only channels-last was measured
+    assert not splits_weight_gradient(x, torch.empty(16, 1, 5, 3), 16, 32)  # 3 columns: fast already
+    assert not splits_weight_gradient(x, torch.empty(32, 1, 5, 5), 16, 32)  # a channel multiplier
+    assert not splits_weight_gradient(x, torch.empty(16, 16, 5, 5), 1, 32)  # a dense conv
+    assert not splits_weight_gradient(channels_last(torch.empty(8, 16, 16, 16)), kernel, 16, 16)  # a small batch
+    assert not splits_weight_gradient(x.to("meta"), kernel, 16, 32)  # CPU only
+
+
 def test_the_routes_are_taken_where_the_rule_says(monkeypatch):
     calls = []
     original = F.conv2d
 
     def spy(input, weight, bias, stride, padding, dilation, groups):
-        calls.append((tuple(input.shape[-2:]), tuple(weight.shape[-2:]), stride, _pair(dilation)))
+        calls.append((tuple(input.shape[-2:]), tuple(weight.shape[-2:]), _pair(stride), _pair(dilation)))
         return original(input, weight, bias, stride, padding, dilation, groups)
 
     monkeypatch.setattr(F, "conv2d", spy)
@@ -151,9 +205,10 @@ def test_the_routes_are_taken_where_the_rule_says(monkeypatch):
     # channels-last in training: the undilated 3x3 over every other pixel; contiguous, no grad, eval mode
     # (counts of multiply-adds): torch's dilated 3x3; other padding: spread to 5x5; stride 1 on 8x8:
     # spread; on 16x16: the undilated 3x3 over four 8x8 sub-images
-    assert calls == [((4, 4), (3, 3), 1, (1, 1)), ((8, 8), (3, 3), (2, 2), (2, 2)), ((8, 8), (3, 3), (2, 2), (2, 2)),
-                     ((8, 8), (3, 3), (2, 2), (2, 2)), ((8, 8), (5, 5), (2, 2), (1, 1)),
-                     ((8, 8), (5, 5), (1, 1), (1, 1)), ((8, 8), (3, 3), 1, (1, 1))]
+    assert calls == [((4, 4), (3, 3), (1, 1), (1, 1)), ((8, 8), (3, 3), (2, 2), (2, 2)),
+                     ((8, 8), (3, 3), (2, 2), (2, 2)), ((8, 8), (3, 3), (2, 2), (2, 2)),
+                     ((8, 8), (5, 5), (2, 2), (1, 1)), ((8, 8), (5, 5), (1, 1), (1, 1)),
+                     ((8, 8), (3, 3), (1, 1), (1, 1))]
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "contiguous", "view"])
