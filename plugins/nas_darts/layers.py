@@ -186,9 +186,10 @@ def _conv(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair
           training: bool) -> Tensor:
     """``F.conv2d`` without bias; through :class:`_Conv` in a CPU training pass whose weight gradient
     :func:`conv_backward` splits."""
-    out_width = (x.shape[-1] + 2 * padding[1] - dilation[1] * (weight.shape[-1] - 1) - 1) // stride[1] + 1
-    if _cpu_training_pass(x, training) and splits_weight_gradient(x, weight, groups, out_width):
-        return _Conv.apply(x, weight, tuple(stride), tuple(padding), tuple(dilation), groups)
+    if _cpu_training_pass(x, training):
+        out_width = (x.shape[-1] + 2 * padding[1] - dilation[1] * (weight.shape[-1] - 1) - 1) // stride[1] + 1
+        if splits_weight_gradient(x, weight, groups, out_width):
+            return _Conv.apply(x, weight, tuple(stride), tuple(padding), tuple(dilation), groups)
     return F.conv2d(x, weight, None, stride, padding, dilation, groups)
 
 
