@@ -32,13 +32,16 @@ TRIM_THRESHOLD = -1
 USER_VARIABLES = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
+def on_glibc() -> bool:
+    """Whether this process runs on Linux with glibc, whose malloc this module sets."""
+    return sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
+
+
 def reuse_freed_memory() -> bool:
     """Set glibc's malloc to keep freed memory for reuse (see the module's docstring). Returns
     whether it did: False off Linux's glibc, where the user set malloc's thresholds, or where
     glibc refused a value."""
-    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    if any(name in os.environ for name in USER_VARIABLES):
+    if not on_glibc() or any(name in os.environ for name in USER_VARIABLES):
         return False
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int

@@ -187,7 +187,7 @@ def _conv(x: Tensor, weight: Tensor, stride: Pair, padding: Pair, dilation: Pair
     """``F.conv2d`` without bias; through :class:`_Conv` in a CPU training pass whose weight gradient
     :func:`conv_backward` splits."""
     if _cpu_training_pass(x, training):
-        out_width = (x.shape[-1] + 2 * padding[1] - dilation[1] * (weight.shape[-1] - 1) - 1) // stride[1] + 1
+        out_width = _output_size(x.shape[-1], weight.shape[-1], stride[1], padding[1], dilation[1])
         if splits_weight_gradient(x, weight, groups, out_width):
             return _Conv.apply(x, weight, tuple(stride), tuple(padding), tuple(dilation), groups)
     return F.conv2d(x, weight, None, stride, padding, dilation, groups)
@@ -218,6 +218,11 @@ class _PhaseConv(torch.autograd.Function):
         return grad_x, grad_weight, None, None
 
 
+def _output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """A conv's output length along one axis."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
 def _live_taps(size: int, out: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
     """How many taps at each end of one axis of a kernel read only padding, for every output position
     (the same number at both ends, or 0)."""
@@ -237,8 +242,8 @@ def crop(weight: Tensor, x: Tensor, stride: Pair, padding: Pair, dilation: Pair)
     (h, w), (k_h, k_w) = x.shape[-2:], weight.shape[-2:]
     if k_h == k_w == 1:
         return weight, padding, dilation
-    o_h = (h + 2 * padding[0] - dilation[0] * (k_h - 1) - 1) // stride[0] + 1
-    o_w = (w + 2 * padding[1] - dilation[1] * (k_w - 1) - 1) // stride[1] + 1
+    o_h = _output_size(h, k_h, stride[0], padding[0], dilation[0])
+    o_w = _output_size(w, k_w, stride[1], padding[1], dilation[1])
     if o_h < 1 or o_w < 1:
         return weight, padding, dilation
     c_h = _live_taps(h, o_h, k_h, stride[0], padding[0], dilation[0])

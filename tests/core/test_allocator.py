@@ -4,7 +4,6 @@ the user set malloc up or another C library runs."""
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 import sys
 import textwrap
@@ -12,8 +11,6 @@ import textwrap
 import pytest
 
 from nas_core import allocator, cli
-
-GLIBC = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
 
 # 40 tensors of 8 MiB made, written and freed at once, three times (as a step's activations are), in a
 # fresh process: whether malloc was set up, and the page faults of a second three rounds
@@ -39,7 +36,7 @@ def rounds(**user_variables: str) -> tuple[str, int]:
     return reused, int(faults)
 
 
-@pytest.mark.skipif(not GLIBC, reason="glibc's malloc only")
+@pytest.mark.skipif(not allocator.on_glibc(), reason="glibc's malloc only")
 def test_memory_freed_by_a_round_of_tensors_is_reused_without_page_faults():
     reused, faults = rounds()
     assert reused == "True" and faults < 1_000

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 
 import pytest
 
 from conftest import REPO
+from nas_core import allocator
 
 
 @pytest.mark.slow  # 80 s: nine fresh processes; `pytest -m slow` runs it
@@ -26,7 +26,7 @@ def test_search_step_benchmark_smoke(tmp_path):
     assert "ours/reference darts_2nd time" in data["ratios"]
     assert "ours/reference darts_2nd time" in proc.stdout
     # our engines run as the nas program does (freed memory kept, on glibc), the reference as a plain process
-    glibc = sys.platform == "linux" and platform.libc_ver()[0] == "glibc"
+    glibc = allocator.on_glibc()
     assert {(r["engine"], r["freed_memory_kept"]) for r in data["results"]} == {
         ("reference", False), ("ours", glibc), ("ours_recompute", glibc)}
 
@@ -125,7 +125,6 @@ def test_depthwise_backward_benchmark_runs():
 
 def test_the_step_benchmark_keeps_freed_memory_as_the_nas_program_does(monkeypatch):
     from benchmarks import search_step
-    from nas_core import allocator
 
     monkeypatch.setattr(allocator, "reuse_freed_memory", lambda: True)
     engines = ("reference", "ours", "baseline")
